@@ -1,0 +1,1 @@
+"""CUDA sources shipped as package data (installed as `lstm_gpu.kernels`)."""

@@ -1,0 +1,46 @@
+"""Array-library helpers: NumPy on the host, CuPy on the GPU, chosen from the array's type.
+
+CuPy is optional: importing this module never fails without it.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+try:  # pragma: no cover - depends on the machine
+    import cupy as _cupy
+except Exception:  # ImportError, or a broken CUDA install
+    _cupy = None
+
+
+def cupy_module() -> ModuleType | None:
+    """The `cupy` module, or None when CuPy is not importable."""
+    return _cupy
+
+
+def is_cupy_array(a: Any) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def array_module(a: Any) -> ModuleType:
+    """`cupy` for a CuPy array, else `numpy`."""
+    return _cupy if is_cupy_array(a) else np
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A NumPy copy (or view) of a NumPy or CuPy array."""
+    if is_cupy_array(a):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False

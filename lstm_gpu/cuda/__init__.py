@@ -1,0 +1,1 @@
+"""GPU plumbing: the cuDNN binding and the CUDA kernel loader."""

@@ -1,0 +1,36 @@
+"""Exceptions raised by lstm_gpu."""
+from __future__ import annotations
+
+
+class LstmGpuError(Exception):
+    """Base class of lstm_gpu's own errors."""
+
+
+class PathUnavailable(LstmGpuError, NotImplementedError):
+    """A compute path cannot serve this call (the dispatcher falls back)."""
+
+
+class CudnnError(LstmGpuError, RuntimeError):
+    """A cuDNN call returned a non-zero status.
+
+    Attributes: ``status`` (int), ``name`` (e.g. ``"CUDNN_STATUS_BAD_PARAM"``), ``message``
+    (cuDNN's last error text, may be empty).
+    """
+
+    def __init__(self, status: int, name: str, message: str = "", call: str = ""):
+        self.status = status
+        self.name = name
+        self.message = message
+        self.call = call
+        where = f" in {call}" if call else ""
+        text = f"{name} ({status}){where}"
+        if message:
+            text += f": {message}"
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (type(self), (self.status, self.name, self.message, self.call))
+
+
+class CudnnNotAvailable(LstmGpuError, ImportError):
+    """cuDNN 9 could not be found or loaded."""

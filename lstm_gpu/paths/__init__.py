@@ -1,0 +1,1 @@
+"""Compute paths: one module per implementation of the contract in `base`."""
