@@ -55,7 +55,26 @@ def keras_or_skip():
         pytest.skip(f"keras was imported with the {keras.backend.backend()!r} backend")
     if int(keras.__version__.split(".")[0]) < 3:
         pytest.skip("these tests need Keras 3")
+    _true_float64(keras)
     return keras
+
+
+def _true_float64(keras):
+    """Make Keras-torch's float64 layers compute in float64.
+
+    Keras 3's type promotion (`keras.src.backend.common.dtypes._lattice_result_type`) maps
+    float64 to float32 on every backend but TensorFlow ("aligned with JAX's default"), and
+    torch's `ops.matmul` computes in that result type: a Keras-torch LSTM with dtype="float64"
+    does its matmuls in float32 (~1e-8 off a float64 reference). For a float64 reference
+    we switch that one mapping off; nothing else in Keras changes.
+    """
+    try:
+        from keras.src.backend.common import dtypes
+    except ImportError:  # layout changed: leave Keras alone
+        return
+    table = getattr(dtypes, "BIT64_TO_BIT32_DTYPE", None)
+    if isinstance(table, dict) and table.get("float64") != "float64":
+        table["float64"] = "float64"
 
 
 def make_keras(units: int, dtype: str = "float64", **kwargs):

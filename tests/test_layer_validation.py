@@ -42,7 +42,7 @@ def _raises(layer, words, fn):
     with pytest.raises(ERRORS) as info:
         fn()
     message = str(info.value)
-    assert any(w in message for w in words), f"{words} not in: {message}"
+    assert any(w.lower() in message.lower() for w in words), f"{words} not in: {message}"
     _assert_unchanged(layer, snap)
 
 
