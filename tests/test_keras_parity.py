@@ -103,6 +103,8 @@ def test_left_masked_steps_output_zeros_not_h0():
     x, mask, init = _data("float64", "left", True)
     out = T_.call(ol, x, mask, init)[0]
     assert np.all(out[0, : T - 1] == 0.0)  # row 0: only the last step is valid
+    keras_out = T_.keras_call(kl, x, mask, init)[0]  # Keras-torch generic loop: same rule
+    assert np.all(keras_out[0, : T - 1] == 0.0)
 
 
 @pytest.mark.keras
@@ -400,3 +402,57 @@ def test_weight_regularizer_losses_before_any_call():
     e = sorted(float(np.asarray(l.detach())) for l in kl.losses)
     g = sorted(float(np.asarray(T_.to_numpy(l))) for l in ol.losses)
     np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- tf.compat.v1 LSTM
+def _keras2_hard_sigmoid():
+    keras = T_.keras_or_skip()
+    ops = keras.ops
+    return lambda z: ops.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+
+def test_compat_v1_defaults():
+    from lstm_gpu.compat.v1 import LSTM as V1
+
+    layer = V1(U)
+    assert layer.get_config()["recurrent_activation"] == "hard_sigmoid"
+    assert getattr(layer, "implementation", 1) == 1
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("mask_kind", ["none", "mixed"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compat_v1_is_keras2_hard_sigmoid(mask_kind, dtype):
+    """compat.v1 LSTM == Keras 3 LSTM with recurrent_activation = clip(0.2x + 0.5, 0, 1),
+    implementation 1; large pre-activations so that the clipping (|x| > 2.5) matters."""
+    from lstm_gpu.compat.v1 import LSTM as V1
+
+    T_.keras_or_skip()
+    w = T_.random_weights(F, U, scale=1.5, dtype=dtype)
+    kw = dict(return_sequences=True, return_state=True)
+    kl = T_.built(T_.make_keras(U, dtype, recurrent_activation=_keras2_hard_sigmoid(),
+                                implementation=1, **kw), (B, T, F), w)
+    ol = T_.built(V1(U, dtype=dtype, **kw), (B, T, F), w)
+    x, mask, init = _data(dtype, mask_kind, True, x_scale=3.0)
+    T_.assert_outputs_close(T_.call(ol, x, mask, init), T_.keras_call(kl, x, mask, init),
+                            rtol=RTOL[dtype])
+    # and it is not Keras 3's hard_sigmoid
+    k3 = T_.built(T_.make_ours(U, dtype, recurrent_activation="hard_sigmoid", **kw),
+                  (B, T, F), w)
+    assert not np.allclose(T_.call(k3, x, mask, init)[0], T_.call(ol, x, mask, init)[0])
+
+
+def test_compat_v1_hard_sigmoid_values():
+    """Keras 2 formula, reference values: clip(0.2x + 0.5, 0, 1)."""
+    from lstm_gpu.compat.v1 import LSTM as V1
+
+    xs = np.array([-3.5, -3, -2.5, -1, 0, 1, 2.5, 3, 3.5])
+    expected = np.array([0, 0, 0, 0.3, 0.5, 0.7, 1, 1, 1])
+    # one unit, one feature, one step: i = hsig(x); f = hsig(-10) = 0; candidate
+    # tanh(atanh(0.5)) = 0.5; o = hsig(10) = 1  ->  h = tanh(0.5 * hsig(x))
+    kernel = np.array([[1.0, 0.0, 0.0, 0.0]])
+    recurrent = np.zeros((1, 4))
+    bias = np.array([0.0, -10.0, np.arctanh(0.5), 10.0])
+    layer = T_.built(V1(1, dtype="float64"), (len(xs), 1, 1), [kernel, recurrent, bias])
+    h = layer(xs.reshape(-1, 1, 1))
+    np.testing.assert_allclose(h[:, 0], np.tanh(expected * 0.5), rtol=1e-12, atol=1e-15)
