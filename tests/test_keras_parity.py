@@ -456,3 +456,50 @@ def test_compat_v1_hard_sigmoid_values():
     layer = T_.built(V1(1, dtype="float64"), (len(xs), 1, 1), [kernel, recurrent, bias])
     h = layer(xs.reshape(-1, 1, 1))
     np.testing.assert_allclose(h[:, 0], np.tanh(expected * 0.5), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- mask dtypes, no aliasing
+@pytest.mark.keras
+@pytest.mark.parametrize("mask_dtype", ["int32", "float32", "float64", "uint8"])
+def test_non_bool_mask_is_cast_to_bool(mask_dtype):
+    """Keras casts the mask to bool: non-zero = keep."""
+    ol, kl = _pair("float64", return_sequences=True, return_state=True)
+    x, mask, init = _data("float64", "mixed", True)
+    expected = T_.keras_call(kl, x, mask, init)
+    T_.assert_outputs_close(T_.call(ol, x, mask.astype(mask_dtype), init), expected,
+                            rtol=1e-12)
+
+
+def test_call_and_backward_do_not_modify_arguments():
+    w = T_.random_weights(F, U)
+    ol = T_.built(T_.make_ours(U, return_sequences=True, return_state=True), (B, T, F), w)
+    x, mask, init = _data("float64", "mixed", True)
+    copies = [a.copy() for a in (x, mask, *init)]
+    out = T_.call(ol, x, mask, init, training=True)
+    upstream = T_.random_upstream(out)
+    up_copies = [u.copy() for u in upstream]
+    ol.backward(tuple(upstream))
+    for a, b in zip((x, mask, *init), copies):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(upstream, up_copies):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(ol.get_weights(), w):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_are_copied_in_and_out():
+    """Like Keras: get_weights returns copies, set_weights copies the given arrays."""
+    w = T_.random_weights(F, U)
+    given = [a.copy() for a in w]
+    ol = T_.make_ours(U)
+    ol.build((B, T, F))
+    ol.set_weights(given)  # not T_.built(): it copies
+    x = T_.random_inputs(B, T, F)
+    before = ol(x)
+    for a in given:
+        a += 1.0
+    for a in ol.get_weights():
+        a += 1.0
+    np.testing.assert_array_equal(ol(x), before)
+    for a, b in zip(ol.get_weights(), w):
+        np.testing.assert_array_equal(a, b)
