@@ -58,9 +58,9 @@ def status_name(status: int) -> str:
     if name is not None:
         return name
     try:
-        raw = functions().cudnnGetErrorString(int(status))
-        if raw:
-            return raw.decode(errors="replace")
+        raw = (functions().cudnnGetErrorString(int(status)) or b"").decode(errors="replace")
+        if raw.startswith("CUDNN_STATUS_"):  # cuDNN says CUDNN_UNKNOWN_STATUS otherwise
+            return raw
     except CudnnNotAvailable:
         pass
     return f"CUDNN_STATUS_UNKNOWN_{int(status)}"
