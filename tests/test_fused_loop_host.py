@@ -1,8 +1,8 @@
 """The kernel path's full forward + backward orchestration on the CPU.
 
 `lstm_gpu.paths.fused_loop` runs with NumPy GEMMs and the host build of the kernels' element
-bodies (tests/lstm_host_lib.py) as the fused pointwise op; it is compared with a small NumPy
-LSTM written here from the Keras semantics, and its gradients with central finite differences.
+bodies (tests/lstm_host_lib.py) as the fused pointwise op; it is compared with the reference path
+(`numpy_ref`, the spec), and its gradients with central finite differences.
 This checks every index, stride and layout that the CUDA path uses, without a GPU.
 """
 from __future__ import annotations
@@ -12,33 +12,18 @@ import pytest
 
 from lstm_gpu import activations
 from lstm_gpu.errors import PathUnavailable
-from lstm_gpu.paths import fused_loop
+from lstm_gpu.paths import fused_loop, numpy_ref
 from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
 
 from lstm_host_lib import HostOps
 
 
 def ref_forward(W, R, b, x, mask, h0, c0, act, ract, zero_output, mx=None, mr=None):
-    """Plain per-step LSTM (Keras TF-backend masking rule), per-gate matmuls."""
-    T, B, _ = x.shape
-    U = h0.shape[1]
-    h, c, prev = h0, c0, np.zeros_like(h0)
-    seq = []
-    for t in range(T):
-        z = []
-        for k in range(4):
-            xk = x[t] if mx is None else x[t] * mx[k if mx.shape[0] == 4 else 0]
-            hk = h if mr is None else h * mr[k]
-            zk = xk @ W[:, k * U:(k + 1) * U] + hk @ R[:, k * U:(k + 1) * U]
-            z.append(zk if b is None else zk + b[k * U:(k + 1) * U])
-        i, f, g, o = ract.fn(z[0]), ract.fn(z[1]), act.fn(z[2]), ract.fn(z[3])
-        cn = f * c + i * g
-        hn = o * act.fn(cn)
-        m = np.ones((B, 1), bool) if mask is None else mask[t][:, None]
-        h, c = np.where(m, hn, h), np.where(m, cn, c)
-        prev = np.where(m, hn, np.zeros_like(hn) if zero_output else prev)
-        seq.append(prev)
-    return prev, np.stack(seq), h, c
+    """The reference path (the spec): (last, sequence, h, c)."""
+    spec = CellSpec(h0.shape[1], act, ract, b is not None, zero_output, 1)
+    dropout = None if mx is None and mr is None else DropoutMasks(mx, mr)
+    r = numpy_ref.forward(Weights(W, R, b), x, mask, h0, c0, spec, dropout, False)
+    return r.last, r.sequence, r.h, r.c
 
 
 def make_case(rng, T, B, F, U, dtype=np.float64, mask_kind=None, in_drop=0, rec_drop=False,

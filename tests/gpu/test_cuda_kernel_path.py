@@ -1,15 +1,10 @@
 """CUDA kernel path vs the NumPy path, forward and backward, on a GPU.
 
-Skipped without a CUDA device (no tests/conftest.py on this branch yet, so the skip is local).
-Reference: `lstm_gpu.paths.numpy_ref` when present; otherwise the same orchestration run on
-the CPU with the host build of the kernels (tests/lstm_host_lib.py), itself checked against
-finite differences in tests/test_fused_loop_host.py.
+Skipped without a CUDA device. Reference: `lstm_gpu.paths.numpy_ref` (the spec).
 Tolerances (DESIGN.md section 6): float64 1e-10, float32 1e-5 relative.
 """
 from __future__ import annotations
 
-import importlib
-import itertools
 import sys
 from pathlib import Path
 
@@ -17,6 +12,7 @@ import numpy as np
 import pytest
 
 from lstm_gpu import activations
+from lstm_gpu.paths import numpy_ref
 from lstm_gpu._xp import gpu_available
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
@@ -25,30 +21,6 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpu_available(), reason="needs a CUDA device (CuPy sees none)")]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _reference():
-    try:
-        return importlib.import_module("lstm_gpu.paths.numpy_ref")
-    except ImportError:
-        from lstm_host_lib import HostOps
-
-        from lstm_gpu.paths import fused_loop
-
-        class HostPath:
-            NAME = "host-fused-loop"
-
-            @staticmethod
-            def forward(weights, x, mask, h0, c0, spec, dropout, training):
-                return fused_loop.forward(HostOps(x.dtype), weights, x, mask, h0, c0, spec,
-                                          dropout, training)
-
-            @staticmethod
-            def backward(saved, d_last, d_sequence, d_h, d_c):
-                return fused_loop.backward(HostOps(saved.x.dtype), saved, d_last, d_sequence,
-                                           d_h, d_c)
-
-        return HostPath
 
 
 def _mask(kind, T, B):
@@ -144,7 +116,7 @@ def test_kernel_path_matches_numpy_path(shape, opt, dtype, loop, monkeypatch):
     spec = CellSpec(units=shape[3], activation=activations.get(act),
                     recurrent_activation=activations.get(ract), use_bias=use_bias,
                     zero_output_for_mask=zo, implementation=1 if (rec_drop or in_drop == 4) else 2)
-    want = [None if a is None else np.asarray(a) for a in _run(_reference(), np, case, grads, spec)]
+    want = [None if a is None else np.asarray(a) for a in _run(numpy_ref, np, case, grads, spec)]
     # Graph mode: eager warm-up, capture, replays (results dropped between calls so the pool
     # hands back the same addresses); every call must agree with the reference.
     for _ in range(4):
@@ -214,5 +186,5 @@ def test_every_activation_pair(name):
     for act, ract in ((name, "sigmoid"), ("tanh", name)):
         spec = CellSpec(5, activations.get(act), activations.get(ract), True, False, 2)
         want = [None if a is None else np.asarray(a)
-                for a in _run(_reference(), np, case, grads, spec)]
+                for a in _run(numpy_ref, np, case, grads, spec)]
         _compare(_run(cuda_kernels, cp, case, grads, spec), want, np.float64)
