@@ -1,0 +1,68 @@
+"""Markers that need hardware or optional packages skip cleanly, saying why.
+
+- gpu: a CUDA device visible to CuPy.
+- cudnn: a CUDA device and cuDNN 9 that loads and creates a handle.
+- keras: Keras 3 importable (the torch backend is selected here if none is set).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, os.path.dirname(__file__))  # tests/lstm_reference.py for tests/gpu/
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_reason():
+    from lstm_gpu._xp import cupy_module, gpu_available
+
+    if cupy_module() is None:
+        return "CuPy is not installed (pip install lstm-gpu[cuda12] or [cuda13])"
+    if not gpu_available():
+        return "no CUDA device visible to CuPy"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn_reason():
+    gpu = _gpu_reason()
+    if gpu is not None:
+        return gpu
+    from lstm_gpu.cuda import cudnn
+
+    why = cudnn.unavailable_reason()
+    if why is not None:
+        return f"cuDNN does not load: {why}"
+    from lstm_gpu.cuda.cudnn import api
+
+    ok, why = api.can_create_handle()
+    return None if ok else f"cuDNN cannot create a handle: {why}"
+
+
+@functools.lru_cache(maxsize=None)
+def _keras_reason():
+    if importlib.util.find_spec("keras") is None:
+        return "Keras 3 is not installed (pip install keras torch)"
+    try:
+        import keras
+    except Exception as exc:  # a broken backend install
+        return f"Keras does not import: {exc}"
+    if int(keras.__version__.split(".")[0]) < 3:
+        return f"Keras {keras.__version__} is not Keras 3"
+    return None
+
+
+_CHECKS = {"cudnn": _cudnn_reason, "gpu": _gpu_reason, "keras": _keras_reason}
+
+
+def pytest_runtest_setup(item):
+    for marker, check in _CHECKS.items():
+        if item.get_closest_marker(marker) is not None:
+            reason = check()
+            if reason is not None:
+                pytest.skip(f"[{marker}] {reason}")
