@@ -149,6 +149,15 @@ class VarianceScaling(Initializer):
                 f"Received: {distribution!r}"
             )
         self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
+        # Keras 3.15 writes these fan-axis keys; only their default (None) is supported.
+        unknown = set(_axes) - {"input_axes", "output_axes"}
+        if unknown:
+            raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(unknown)}")
+        if any(v is not None for v in _axes.values()):
+            raise NotImplementedError(
+                f"{type(self).__name__}: custom input_axes/output_axes are not supported; "
+                f"the fans of the 2D LSTM kernels come from their shape. Received: {_axes}")
+        self._axes = {"input_axes": None, "output_axes": None}
 
     def _sample(self, rng, shape):
         fan_in, fan_out = _fans(shape)
@@ -164,15 +173,15 @@ class VarianceScaling(Initializer):
 
     def get_config(self):
         return {"seed": self.seed, "scale": self.scale, "mode": self.mode,
-                "distribution": self.distribution}
+                "distribution": self.distribution, **self._axes}
 
 
 def _variance_scaling_preset(name: str, scale: float, mode: str, distribution: str):
     def __init__(self, seed=None, **_axes):
-        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+        VarianceScaling.__init__(self, scale, mode, distribution, seed, **_axes)
 
     def get_config(self):
-        return {"seed": self.seed}
+        return {"seed": self.seed, **self._axes}
 
     cls = type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config})
     return REGISTRY.register(cls)
