@@ -1,0 +1,35 @@
+"""A small progress bar on stderr: one line, redrawn in place, only on a terminal."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+class Progress:
+    """Call with (done, total, text). Silent when disabled or when the stream is not a TTY."""
+
+    def __init__(self, stream: Optional[TextIO] = None, enabled: bool = True, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = width
+        self.t0 = time.monotonic()
+        self._shown = False
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if not self.enabled:
+            return
+        frac = done / total if total else 1.0
+        fill = int(round(frac * self.width))
+        bar = "#" * fill + "." * (self.width - fill)
+        elapsed = time.monotonic() - self.t0
+        line = f"[{bar}] {done}/{total} {elapsed:5.1f}s  {text}"
+        self.stream.write("\r" + line[:119].ljust(119))
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.flush()
+            self._shown = False
