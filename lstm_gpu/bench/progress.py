@@ -1,6 +1,7 @@
 """A small progress bar on stderr: one line, redrawn in place, only on a terminal."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Optional, TextIO
@@ -13,6 +14,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
+        self.columns = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
         self.t0 = time.monotonic()
         self._shown = False
 
@@ -24,12 +26,12 @@ class Progress:
         bar = "#" * fill + "." * (self.width - fill)
         elapsed = time.monotonic() - self.t0
         line = f"[{bar}] {done}/{total} {elapsed:5.1f}s  {text}"
-        self.stream.write("\r" + line[:119].ljust(119))
+        self.stream.write("\r" + line[:self.columns].ljust(self.columns))
         self.stream.flush()
         self._shown = True
 
     def close(self) -> None:
         if self._shown:
-            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.write("\r" + " " * self.columns + "\r")
             self.stream.flush()
             self._shown = False

@@ -40,6 +40,8 @@ def _title(r: Result) -> str:
 
 def _cells(r: Result) -> list[str]:
     diff = "" if r.check is None else f"{r.check.max_abs_diff:.1e}"
+    if r.check is not None and r.check.on != "same case":
+        diff += "*"
     if r.status == OK:
         s = r.stats
         ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
@@ -108,6 +110,9 @@ def render(results: Sequence[Result], env: dict, *, markdown: bool = False,
     if not _sections(results):
         out += ["(no path ran)", ""]
     out.append(baseline_note(results) + ("." if markdown else ""))
+    if any(r.check is not None and r.check.on != "same case" for r in results):
+        out.append("* checked on the same case without recurrent dropout (the path draws "
+                   "other random dropout masks than the NumPy path), then timed with it")
     skipped, problems = _footnotes(results)
     bullet = "- " if markdown else "  "
     for title, lines in (("Skipped", skipped),
