@@ -1,0 +1,182 @@
+"""Checks of call arguments. Each raises ValueError/TypeError naming the argument and what it
+received, before the layer changes any state."""
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from ._xp import array_module, is_cupy_array
+
+SUPPORTED_DTYPES = ("float16", "float32", "float64")
+# Keras dtype policies we recognise but do not compute in.
+UNSUPPORTED_POLICIES = ("bfloat16", "mixed_float16", "mixed_bfloat16", "float8_e4m3fn",
+                        "float8_e5m2", "int8", "int4")
+
+
+def check_units(units: Any) -> int:
+    if isinstance(units, bool) or not isinstance(units, Integral) or units <= 0:
+        raise ValueError(
+            "Received an invalid value for argument `units`, expected a positive integer, "
+            f"got {units!r}."
+        )
+    return int(units)
+
+
+def check_use_cudnn(use_cudnn: Any) -> Any:
+    if not any(use_cudnn is v or (isinstance(use_cudnn, str) and use_cudnn == v)
+               for v in ("auto", True, False)):
+        raise ValueError(
+            "Invalid value received for argument `use_cudnn`. Expected one of "
+            f"{{'auto', True, False}}. Received: use_cudnn={use_cudnn!r}"
+        )
+    return use_cudnn
+
+
+def check_rate(name: str, rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, Real) or not 0.0 <= float(rate) < 1.0:
+        raise ValueError(
+            f"Argument `{name}` must be a float in the range [0, 1). Received: {name}={rate!r}"
+        )
+    return float(rate)
+
+
+def check_implementation(implementation: Any) -> int:
+    if implementation not in (0, 1, 2) or isinstance(implementation, bool):
+        raise ValueError(
+            "Argument `implementation` must be 1 or 2. "
+            f"Received: implementation={implementation!r}"
+        )
+    return 1 if implementation == 0 else int(implementation)  # tf.keras 2 maps 0 to 1
+
+
+def resolve_dtype(dtype: Any) -> np.dtype:
+    """The layer's variable dtype from None, a name, a NumPy dtype or a Keras DTypePolicy."""
+    if dtype is None:
+        return np.dtype("float32")
+    if isinstance(dtype, dict):  # Keras DTypePolicy config
+        dtype = (dtype.get("config") or {}).get("name", dtype.get("name"))
+    name = getattr(dtype, "name", dtype)
+    if isinstance(name, str) and name in UNSUPPORTED_POLICIES:
+        raise NotImplementedError(
+            f"dtype {name!r} is not supported by lstm_gpu; use one of {SUPPORTED_DTYPES}."
+        )
+    try:
+        resolved = np.dtype(name)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"Argument `dtype` must be one of {SUPPORTED_DTYPES}. Received: dtype={dtype!r}"
+        )
+    return resolved
+
+
+def as_array(value: Any, name: str, like: Any = None):
+    """NumPy/CuPy array from value; with `like`, require the same array library."""
+    if like is not None and is_cupy_array(like) != is_cupy_array(value):
+        if is_cupy_array(like) or is_cupy_array(value):
+            want = "CuPy" if is_cupy_array(like) else "NumPy"
+            raise TypeError(
+                f"Argument `{name}` must be a {want} array like the inputs (lstm_gpu does not "
+                f"copy between host and device). Received: {type(value).__name__}"
+            )
+    if is_cupy_array(value) or isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"Argument `{name}` could not be converted to an array: {exc}") from exc
+
+
+def check_numeric(a: Any, name: str) -> None:
+    if a.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Argument `{name}` must have a numeric dtype (bool, int or float). "
+            f"Received: {name}.dtype={a.dtype}"
+        )
+
+
+def check_inputs(inputs: Any, built_features: int | None, time_major: bool):
+    x = as_array(inputs, "inputs")
+    if x.ndim != 3:
+        layout = "(timesteps, batch, features)" if time_major else "(batch, timesteps, features)"
+        raise ValueError(
+            f"Argument `inputs` of layer LSTM must be 3D {layout}: expected ndim=3, "
+            f"found ndim={x.ndim}. Full shape received: {tuple(x.shape)}"
+        )
+    check_numeric(x, "inputs")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"Argument `inputs` has an empty batch or time axis: shape={x.shape}")
+    if built_features is not None and x.shape[2] != built_features:
+        raise ValueError(
+            f"Argument `inputs` has {x.shape[2]} features, but the layer was built for "
+            f"{built_features}. Full shape received: {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_mask(mask: Any, x, time_major: bool):
+    if mask is None:
+        return None
+    m = as_array(mask, "mask", like=x)
+    batch, steps = (x.shape[1], x.shape[0]) if time_major else (x.shape[0], x.shape[1])
+    expected = (steps, batch) if time_major else (batch, steps)
+    if m.ndim == 3 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if tuple(m.shape) != expected:
+        raise ValueError(
+            f"Argument `mask` must have shape {expected} "
+            f"({'(timesteps, batch)' if time_major else '(batch, timesteps)'}). "
+            f"Received: mask.shape={tuple(m.shape)}"
+        )
+    check_numeric(m, "mask")
+    return m.astype(bool, copy=False)
+
+
+def check_initial_state(initial_state: Any, x, batch: int, units: int):
+    if initial_state is None:
+        return None
+    if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+        got = (f"{type(initial_state).__name__} of length {len(initial_state)}"
+               if isinstance(initial_state, (list, tuple)) else type(initial_state).__name__)
+        raise ValueError(
+            "Argument `initial_state` must be a list of two arrays [h0, c0], each of shape "
+            f"(batch, units) = ({batch}, {units}). Received: {got}"
+        )
+    states = []
+    for name, s in zip(("h0", "c0"), initial_state):
+        a = as_array(s, f"initial_state ({name})", like=x)
+        check_numeric(a, f"initial_state ({name})")
+        if tuple(a.shape) != (batch, units):
+            raise ValueError(
+                f"Argument `initial_state` ({name}) must have shape (batch, units) = "
+                f"({batch}, {units}). Received: shape={tuple(a.shape)}"
+            )
+        states.append(a)
+    return states
+
+
+def check_weight_list(weights: Any, expected: list[tuple]) -> list:
+    if not isinstance(weights, (list, tuple)) or len(weights) != len(expected):
+        n = len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__
+        raise ValueError(
+            f"Argument `weights` must be a list of {len(expected)} arrays with shapes "
+            f"{expected}. Received: {n}"
+        )
+    arrays = []
+    for k, (w, shape) in enumerate(zip(weights, expected)):
+        a = as_array(w, f"weights[{k}]")
+        check_numeric(a, f"weights[{k}]")
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(
+                f"Argument `weights[{k}]` must have shape {tuple(shape)}. "
+                f"Received: shape={tuple(a.shape)}"
+            )
+        arrays.append(a)
+    return arrays
+
+
+def same_module(a: Any, b: Any) -> bool:
+    return array_module(a) is array_module(b)

@@ -1,0 +1,155 @@
+"""Keras 3's SGD and Adam update rules for NumPy or CuPy arrays.
+
+``opt.apply(target, grads)`` updates in place, then applies the weights' constraints, as
+Keras does after each step. `target` is an `LSTM` (grads: the dict of `LSTM.backward`) or a
+dict ``{name: array}`` of other parameters (grads: a dict with the same names). Each call is
+one optimizer step (``opt.iterations`` counts them); call it once per training step with
+every parameter group, or use one optimizer per group.
+
+Gradient processing follows Keras's order: clipnorm / clipvalue / global_clipnorm on the
+gradients, weight decay ``w -= w * weight_decay * lr``, then the update rule.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ._xp import array_module
+from .layer import LSTM
+
+
+class Optimizer:
+    def __init__(self, learning_rate: float = 0.001, weight_decay: Optional[float] = None,
+                 clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
+                 global_clipnorm: Optional[float] = None):
+        if learning_rate is None or float(learning_rate) < 0:
+            raise ValueError(f"Argument `learning_rate` must be a non-negative float. "
+                             f"Received: learning_rate={learning_rate!r}")
+        if clipnorm is not None and global_clipnorm is not None:
+            raise ValueError("Only one of `clipnorm` and `global_clipnorm` can be set. "
+                             f"Received: clipnorm={clipnorm}, global_clipnorm={global_clipnorm}")
+        self.learning_rate = float(learning_rate)
+        self.weight_decay = weight_decay
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.iterations = 0
+        self._slots: dict[int, tuple[Any, dict]] = {}
+
+    # -- one step ---------------------------------------------------------------------------
+    def apply(self, target: Any, grads: Mapping[str, Any]) -> None:
+        params, constraints, layer = self._params_of(target)
+        pairs = []
+        for name, var in params.items():
+            g = grads.get(name)
+            if var is None or g is None:
+                continue
+            if tuple(g.shape) != tuple(var.shape):
+                raise ValueError(f"Gradient {name!r} must have shape {tuple(var.shape)}. "
+                                 f"Received: shape={tuple(g.shape)}")
+            pairs.append((name, var, g.astype(var.dtype, copy=False)))
+        if not pairs:
+            return
+        gradients = self._clip([g for _, _, g in pairs])
+        self.iterations += 1
+        for (name, var, _), g in zip(pairs, gradients):
+            if self.weight_decay:
+                var -= var * var.dtype.type(self.weight_decay * self.learning_rate)
+            self._update(var, g, self._slots_for(var))
+            constraint = constraints.get(name)
+            if constraint is not None:
+                var[...] = constraint(var)
+        if layer is not None:
+            layer.weights_version += 1
+
+    @staticmethod
+    def _params_of(target: Any):
+        if isinstance(target, LSTM):
+            if not target.built:
+                raise ValueError("The LSTM has no weights yet: call it once before apply().")
+            params = {} if not target.trainable else {
+                "kernel": target.kernel, "recurrent_kernel": target.recurrent_kernel,
+                "bias": target.bias}
+            return params, target.constraints(), target
+        if isinstance(target, Mapping):
+            return dict(target), {}, None
+        raise TypeError("Argument `target` must be an LSTM or a dict of arrays. "
+                        f"Received: {type(target).__name__}")
+
+    def _slots_for(self, var) -> dict:
+        entry = self._slots.get(id(var))
+        if entry is None or entry[0] is not var:
+            entry = (var, {})
+            self._slots[id(var)] = entry
+        return entry[1]
+
+    def _clip(self, gradients: list) -> list:
+        if self.clipvalue is not None:
+            v = self.clipvalue
+            gradients = [array_module(g).clip(g, -v, v) for g in gradients]
+        if self.clipnorm is not None:
+            gradients = [_clip_by_norm(g, self.clipnorm) for g in gradients]
+        if self.global_clipnorm is not None:
+            total = sum(float((g * g).sum()) for g in gradients) ** 0.5
+            scale = self.global_clipnorm / max(total, self.global_clipnorm)
+            gradients = [g * g.dtype.type(scale) for g in gradients]
+        return gradients
+
+    def _update(self, var, g, slots: dict) -> None:
+        raise NotImplementedError
+
+
+def _clip_by_norm(g, clip: float):
+    norm = float((g * g).sum()) ** 0.5
+    return g * g.dtype.type(clip / max(norm, clip))
+
+
+class SGD(Optimizer):
+    """Keras 3 SGD: ``m = momentum*m - lr*g``; ``w += m`` (nesterov: ``w += momentum*m - lr*g``)."""
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, **kwargs: Any):
+        super().__init__(learning_rate, **kwargs)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"Argument `momentum` must be in the range [0, 1]. "
+                             f"Received: momentum={momentum!r}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, var, g, slots):
+        lr = var.dtype.type(self.learning_rate)
+        if self.momentum == 0:
+            var -= g * lr
+            return
+        mom = var.dtype.type(self.momentum)
+        m = slots.setdefault("momentum", array_module(var).zeros_like(var))
+        m[...] = m * mom - g * lr
+        if self.nesterov:
+            var += m * mom - g * lr
+        else:
+            var += m
+
+
+class Adam(Optimizer):
+    """Keras 3 Adam (epsilon outside the square root, bias correction folded into lr)."""
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
+                 **kwargs: Any):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon, self.amsgrad = float(epsilon), bool(amsgrad)
+
+    def _update(self, var, g, slots):
+        xp = array_module(var)
+        t = self.iterations
+        alpha = self.learning_rate * (1 - self.beta_2 ** t) ** 0.5 / (1 - self.beta_1 ** t)
+        dt = var.dtype.type
+        m = slots.setdefault("m", xp.zeros_like(var))
+        v = slots.setdefault("v", xp.zeros_like(var))
+        m += (g - m) * dt(1 - self.beta_1)
+        v += (g * g - v) * dt(1 - self.beta_2)
+        if self.amsgrad:
+            v_hat = slots.setdefault("v_hat", xp.zeros_like(var))
+            xp.maximum(v_hat, v, out=v_hat)
+            v = v_hat
+        var -= (m * dt(alpha)) / (xp.sqrt(v) + dt(self.epsilon))
+
+
+__all__ = ["Optimizer", "SGD", "Adam"]
