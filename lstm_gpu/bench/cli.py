@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=int, metavar="N", help="untimed calls first (default 2)")
     r.add_argument("--budget", type=float, metavar="SECONDS",
                    help="time budget per path and case; fewer repeats (never below 3) when "
-                        "one call is slow (default 2; 0 for no budget)")
+                        "one call is slow (default 2 with a GPU, 1 without; 0 for none)")
     r.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write every result and the environment")
@@ -134,7 +134,8 @@ def _validate(args, parser) -> None:
 
 
 def _settings(args, on_gpu: bool) -> Settings:
-    budget = args.budget if args.budget is not None else (0.5 if args.quick else 2.0)
+    budget = args.budget if args.budget is not None else (
+        0.5 if args.quick else 2.0 if on_gpu else 1.0)
     return Settings(
         repeats=args.repeats or (3 if args.quick else 10),
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
@@ -199,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not on_gpu:
         print("No CUDA GPU found: timing the NumPy path and the CPU peers; the GPU paths "
               "are listed as skipped.", file=out)
+    busy = env_info.busy_note(env)
+    if busy:
+        print(busy, file=out)
     print(f"{len(cases)} cases x {len(runners)} paths; {settings.repeats} repeats "
           f"(median), {settings.warmup} warm-up; each path is checked against the NumPy "
           "path first.\n", file=out, flush=True)

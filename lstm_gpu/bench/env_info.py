@@ -135,6 +135,7 @@ def collect(keras_backend: Optional[str] = None) -> dict:
         "gpu": gpu,
         "cpu": {"name": cpu_name(), "logical_cores": os.cpu_count(),
                 "machine": platform.machine()},
+        "load_average": _load_average(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
@@ -143,6 +144,22 @@ def collect(keras_backend: Optional[str] = None) -> dict:
         "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                    "OPENBLAS_NUM_THREADS") if k in os.environ},
     }
+
+
+def _load_average() -> Optional[list]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def busy_note(env: dict) -> Optional[str]:
+    """A warning when other work already loads the CPU (timings will be noisy), else None."""
+    load, cores = env.get("load_average"), env["cpu"].get("logical_cores") or 1
+    if load and load[0] > 0.75 * cores:
+        return (f"Note: this machine is busy (load average {load[0]:.1f} on {cores} logical "
+                "cores); timings will be noisy (see the IQR column).")
+    return None
 
 
 def device_slug(env: dict) -> str:

@@ -146,6 +146,9 @@ class LstmGpuRunner(Runner):
                     raise PathSkipped(str(e)) from e
                 raise
             ran = getattr(layer, "last_path", None)
+            if ran == "cupy-reference":  # the kernels declined; timing it would mislabel
+                raise PathSkipped("the CUDA kernels do not serve this case (the layer fell "
+                                  "back to its CuPy reference)")
             if ran != self.name:
                 raise RuntimeError(f"the layer ran path {ran!r}, not {self.name!r}")
             dx = to_host(layer.backward(d_out)["inputs"]) if case.training else None

@@ -141,15 +141,23 @@ def plan_repeats(call_s: float, repeats: int, budget_s: Optional[float],
 
 def measure(fn: Callable[[], None], timer, *, repeats: int, warmup: int = 1,
             budget_s: Optional[float] = None) -> Stats:
-    """Time `fn` under `timer` (see the module docstring). Returns per-call statistics."""
-    call_s = 0.0
+    """Time `fn` under `timer` (see the module docstring). Returns per-call statistics.
+
+    With a budget, warm-up stops early once it has used a quarter of it (at least one
+    warm-up call always runs), and the samples are cut to what the rest of it allows.
+    """
+    call_s, spent = 0.0, 0.0
     for _ in range(max(warmup, 1)):  # the last warm-up call also sizes the samples
         timer.start()
         fn()
         call_s = timer.stop()
+        spent += call_s
+        if budget_s is not None and spent >= budget_s / 4:
+            break
     floor = MIN_SAMPLE_S.get(timer.kind, 0.0)
     number = 1 if call_s >= floor else min(1000, math.ceil(floor / max(call_s, 1e-9)))
-    n = plan_repeats(call_s * number, repeats, budget_s)
+    left = None if budget_s is None else max(budget_s - spent, 0.0)
+    n = plan_repeats(call_s * number, repeats, left)
     samples = []
     for _ in range(n):
         timer.start()
