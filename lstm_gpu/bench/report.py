@@ -50,23 +50,39 @@ def _cells(r: Result) -> list[str]:
     return [str(r.case.batch), r.label, r.status.upper(), "", "", "", diff]
 
 
+MAX_MISMATCH_LINES = 12
+
+
 def _footnotes(results: Sequence[Result]) -> tuple[list[str], list[str]]:
-    """(skipped lines, problem lines), each reason once."""
-    skipped: "OrderedDict[tuple, list[str]]" = OrderedDict()
-    problems = []
+    """(skipped lines, problem lines). A skip or an error with one reason is listed once,
+    with the number of cases it hit; mismatches (their diffs differ) one per case, up to
+    MAX_MISMATCH_LINES."""
+    grouped: "OrderedDict[tuple, list[str]]" = OrderedDict()
+    mismatches = []
     for r in results:
-        if r.status == SKIPPED:
-            where = skipped.setdefault((r.label, r.reason), [])
+        if r.status in (SKIPPED, ERROR):
+            where = grouped.setdefault((r.status, r.label, r.reason), [])
             if r.case.label not in where:
                 where.append(r.case.label)
-        elif r.status in (MISMATCH, ERROR):
-            problems.append(f"{r.label} on {r.case.label}: {r.status}: {r.reason}")
+        elif r.status == MISMATCH:
+            mismatches.append(f"{r.label} on {r.case.label}: mismatch: {r.reason}")
     n_cases = len({r.case for r in results})
-    lines = []
-    for (label, reason), where in skipped.items():
-        scope = "" if len(where) == n_cases else f" [{len(where)} of {n_cases} cases]"
-        lines.append(f"{label}: {reason}{scope}")
-    return lines, problems
+    skipped, problems = [], []
+    for (status, label, reason), where in grouped.items():
+        if len(where) == n_cases:
+            scope = ""
+        elif len(where) == 1:
+            scope = f" [{where[0]}]"
+        else:
+            scope = f" [{len(where)} of {n_cases} cases]"
+        if status == SKIPPED:
+            skipped.append(f"{label}: {reason}{scope}")
+        else:
+            problems.append(f"{label}: error: {reason}{scope}")
+    if len(mismatches) > MAX_MISMATCH_LINES:
+        more = len(mismatches) - MAX_MISMATCH_LINES
+        mismatches = mismatches[:MAX_MISMATCH_LINES] + [f"... and {more} more (see --json)"]
+    return skipped, problems + mismatches
 
 
 def baseline_note(results: Sequence[Result]) -> str:
@@ -79,9 +95,11 @@ def baseline_note(results: Sequence[Result]) -> str:
 
 def _table(rows: list[list[str]], markdown: bool) -> list[str]:
     if markdown:
-        head = "| " + " | ".join(COLUMNS) + " |"
+        def md(cells):
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
         rule = "|" + "|".join("---:" if c in RIGHT else "---" for c in COLUMNS) + "|"
-        return [head, rule] + ["| " + " | ".join(r) + " |" for r in rows]
+        return [md(COLUMNS), rule] + [md(r) for r in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
 
     def line(cells):

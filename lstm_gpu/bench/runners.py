@@ -27,6 +27,7 @@ from .cases import Case, CaseData
 from .timing import CupyEventTimer, HostTimer, TorchEventTimer
 
 PATH_NAMES = ("cudnn", "cuda-kernels", "numpy", "torch", "torch-native", "keras")
+OWN_PATHS = ("cudnn", "cuda-kernels", "numpy")  # lstm_gpu's; the others are peers
 TORCH_ACTIVATIONS = ("tanh", "sigmoid")
 
 
@@ -334,7 +335,9 @@ class KerasRunner(Runner):
         layer = keras.layers.LSTM(
             case.units, activation=case.activation,
             recurrent_activation=case.recurrent_activation,
-            recurrent_dropout=case.recurrent_dropout, seed=data.seed % (2**31), dtype=case.dtype)
+            recurrent_dropout=case.recurrent_dropout, seed=data.seed % (2**31), dtype=case.dtype,
+            # set_weights replaces them; zeros also spare torch a float16 QR it lacks on CPU
+            kernel_initializer="zeros", recurrent_initializer="zeros")
         layer.build(data.x.shape)
         layer.set_weights(data.weights)
         convert = keras.ops.convert_to_tensor
