@@ -409,3 +409,21 @@ def test_progress_only_on_a_terminal():
     assert "[" in tty.getvalue() and "1/4" in tty.getvalue()
     bar.close()
     assert Progress(stream=Tty(), enabled=False).enabled is False
+
+
+def test_cudnn_version_from_the_binding(monkeypatch):
+    import types
+
+    pkg = types.ModuleType("lstm_gpu.cuda.cudnn")
+    pkg.__path__ = []
+    api = types.ModuleType("lstm_gpu.cuda.cudnn.api")
+    api.version = lambda: 90100
+    monkeypatch.setitem(sys.modules, "lstm_gpu.cuda.cudnn", pkg)
+    monkeypatch.setitem(sys.modules, "lstm_gpu.cuda.cudnn.api", api)
+    assert env_info.cudnn_version() == "9.1.0"
+
+    def no_library():
+        raise OSError("libcudnn.so.9 not found")
+
+    api.version = no_library
+    assert env_info.cudnn_version() is None

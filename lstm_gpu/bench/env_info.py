@@ -5,6 +5,7 @@ because the benchmark must run on any machine.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -82,19 +83,18 @@ def gpu_info() -> Optional[dict]:
 
 def cudnn_version() -> Optional[str]:
     """cuDNN as lstm_gpu loads it; None when it does not load (or the binding is absent)."""
-    try:
-        from ..cuda import cudnn  # noqa: WPS433 - optional, GPU machines only
-    except Exception:
-        return None
-    for attr in ("version_string", "get_version", "version", "cudnn_version"):
-        fn = getattr(cudnn, attr, None)
+    for module in ("..cuda.cudnn.api", "..cuda.cudnn"):  # the binding's layout may vary
+        try:
+            mod = importlib.import_module(module, __package__)
+        except Exception:
+            continue
+        fn = getattr(mod, "version", None)
         if fn is None:
             continue
         try:
-            v = fn() if callable(fn) else fn
-        except Exception:
+            return _cudnn_version_text(fn() if callable(fn) else fn)
+        except Exception:  # cuDNN does not load here
             return None
-        return _cudnn_version_text(v)
     return None
 
 
