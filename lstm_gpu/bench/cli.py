@@ -195,6 +195,19 @@ def _outputs(args, env) -> dict:
     return files
 
 
+def _header(env, on_gpu: bool, notes, n_cases: int, n_paths: int, settings, out) -> None:
+    print(f"lstm-gpu-bench: lstm-gpu {env['versions']['lstm-gpu']} on {env['device']}",
+          file=out)
+    if not on_gpu:
+        print("No CUDA GPU found: timing the NumPy path and the CPU peers; the GPU paths "
+              "are listed as skipped.", file=out)
+    for note in filter(None, notes):
+        print(note, file=out)
+    print(f"{n_cases} cases x {n_paths} paths; {settings.repeats} repeats (median), "
+          f"{settings.warmup} warm-up; each path is checked against the NumPy path "
+          "first.\n", file=out, flush=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -222,20 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     keras_backend = keras.backend if keras and bench.unavailable("keras") is None else None
     env = env_info.collect(keras_backend=keras_backend)
 
-    print(f"lstm-gpu-bench: lstm-gpu {env['versions']['lstm-gpu']} on {env['device']}",
-          file=out)
-    if not on_gpu:
-        print("No CUDA GPU found: timing the NumPy path and the CPU peers; the GPU paths "
-              "are listed as skipped.", file=out)
     env["threads_limit"] = args.threads
-    if threads_note:
-        print(threads_note, file=out)
-    busy = env_info.busy_note(env)
-    if busy:
-        print(busy, file=out)
-    print(f"{len(cases)} cases x {len(runners)} paths; {settings.repeats} repeats "
-          f"(median), {settings.warmup} warm-up; each path is checked against the NumPy "
-          "path first.\n", file=out, flush=True)
+    files = _outputs(args, env)  # before the run: a bad --out-dir fails at once
+    _header(env, on_gpu, [threads_note, env_info.busy_note(env)], len(cases), len(runners),
+            settings, out)
 
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
@@ -246,7 +249,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = " ".join(["lstm-gpu-bench", *map(shlex.quote, argv if argv is not None
                                                   else sys.argv[1:])])
     print(report.render(results, env), file=out)
-    files = _outputs(args, env)
     _write(files, results, env, settings, runners, bench, command, started, out)
     failed = any(r.status in (MISMATCH, ERROR) and r.path in OWN_PATHS for r in results)
     return EXIT_FAILED if failed else EXIT_OK

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from .engine import OK, Result
-from .report import _title
+from .report import section_title
 
 MISSING = ("--plot needs matplotlib, an optional extra: pip install 'lstm-gpu[plot]' "
            "(or pip install matplotlib)")
@@ -36,7 +36,7 @@ def series(results: Sequence[Result]) -> "OrderedDict[str, OrderedDict[str, list
     panels: "OrderedDict[str, OrderedDict[str, list]]" = OrderedDict()
     for r in results:
         if r.status == OK:
-            lines = panels.setdefault(_title(r), OrderedDict())
+            lines = panels.setdefault(section_title(r), OrderedDict())
             lines.setdefault(r.label, []).append((r.case.batch, r.per_step_s))
     return panels
 

@@ -15,17 +15,21 @@ class Progress:
         self.enabled = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.columns = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
-        self.t0 = time.monotonic()
+        self.t0 = None
         self._shown = False
 
     def __call__(self, done: int, total: int, text: str) -> None:
         if not self.enabled:
             return
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
         frac = done / total if total else 1.0
         fill = int(round(frac * self.width))
         bar = "#" * fill + "." * (self.width - fill)
-        elapsed = time.monotonic() - self.t0
-        line = f"[{bar}] {done}/{total} {elapsed:5.1f}s  {text}"
+        elapsed = now - self.t0
+        eta = f" ~{elapsed / done * (total - done):.0f}s left" if 0 < done < total else ""
+        line = f"[{bar}] {done}/{total} {elapsed:.0f}s{eta}  {text}"
         self.stream.write("\r" + line[:self.columns].ljust(self.columns))
         self.stream.flush()
         self._shown = True

@@ -26,7 +26,7 @@ def _sections(results: Sequence[Result]) -> "OrderedDict[tuple, list[Result]]":
     return groups
 
 
-def _title(r: Result) -> str:
+def section_title(r: Result) -> str:
     c = r.case
     title = f"{c.dtype} {c.mode} T={c.timesteps} F={c.features} U={c.units}"
     if c.mask != "none":
@@ -120,7 +120,7 @@ def render(results: Sequence[Result], env: dict, *, markdown: bool = False,
             out += [f"- command: `{command}`"]
         out.append("")
     for group in _sections(results).values():
-        out.append(("### " if markdown else "") + _title(group[0]))
+        out.append(("### " if markdown else "") + section_title(group[0]))
         if markdown:
             out.append("")
         out += _table([_cells(r) for r in group], markdown)
