@@ -1,15 +1,16 @@
 """Routing of a CuPy call: the dispatcher's rules applied to one layer call.
 
-`select` returns the path module (or a fallback wrapper) and its name. The cuDNN rules and
-their reason strings live in `dispatch`; this module only gathers the layer's arguments.
+The rules, their reason strings and the cuDNN-error fallback live in `dispatch`; this module
+gathers the layer's arguments for them and remembers which path ran, so that backward goes
+to the same path as the forward it differentiates.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from .errors import CudnnError, PathUnavailable
 from .paths import numpy_ref
+
+NAME_REFERENCE = "cupy-reference"
 
 
 def ineligibility(layer: Any, user_mask: Any, training: bool) -> list[str]:
@@ -23,39 +24,41 @@ def ineligibility(layer: Any, user_mask: Any, training: bool) -> list[str]:
         activation=layer.activation, recurrent_activation=layer.recurrent_activation,
         use_bias=layer.use_bias, unroll=layer.unroll, dropout=layer.dropout,
         recurrent_dropout=layer.recurrent_dropout, training=training, mask=mask_bt,
-        dtype=layer.dtype)
+        dtype=layer.compute_dtype)
 
 
-class _Fallback:
-    """Runs `first`; on a cuDNN error (use_cudnn="auto") or PathUnavailable runs `second`.
+def _kernel_path(layer: Any):
+    """Our CUDA kernels, or the CuPy reference for Python-callable activations."""
+    if not (layer.activation.is_builtin and layer.recurrent_activation.is_builtin):
+        return numpy_ref, NAME_REFERENCE
+    from .paths import cuda_kernels
 
-    `last_name` says which one ran; backward goes to the same one.
-    """
+    return cuda_kernels, cuda_kernels.NAME
 
-    def __init__(self, first, first_name: str, second, second_name: str, warn_cudnn: bool):
-        self.first, self.first_name = first, first_name
-        self.second, self.second_name = second, second_name
-        self.warn_cudnn = warn_cudnn
-        self.last_name = first_name
-        self._ran = first
 
-    def forward(self, *args, **kwargs):
-        try:
-            result = self.first.forward(*args, **kwargs)
-            self._ran, self.last_name = self.first, self.first_name
-        except CudnnError as exc:
-            if not self.warn_cudnn:
-                raise
-            warnings.warn(f"cuDNN failed ({exc.name}); falling back to the "
-                          f"{self.second_name} path: {exc}", RuntimeWarning, stacklevel=4)
-            result = self._second(*args, **kwargs)
-        except PathUnavailable:
-            result = self._second(*args, **kwargs)
+class RoutedPath:
+    """A path-like object: forward on the chosen GPU path (with cuDNN's fallback), backward
+    on whichever path ran. `last_name` is that path's name."""
+
+    def __init__(self, use_cudnn: Any, cudnn_module: Any, fallback: Any, fallback_name: str):
+        self.use_cudnn = use_cudnn
+        self.cudnn = cudnn_module
+        self.fallback, self.fallback_name = fallback, fallback_name
+        self.last_name = fallback_name
+        self._ran = fallback
+
+    def forward(self, *args):
+        if self.cudnn is None:
+            return self.fallback.forward(*args)
+        from . import dispatch
+
+        result, name = dispatch.run_with_fallback(
+            self.use_cudnn, lambda: self.cudnn.forward(*args),
+            lambda: self.fallback.forward(*args))
+        cudnn_ran = name == self.cudnn.NAME
+        self._ran = self.cudnn if cudnn_ran else self.fallback
+        self.last_name = name if cudnn_ran else self.fallback_name
         return result
-
-    def _second(self, *args, **kwargs):
-        self._ran, self.last_name = self.second, self.second_name
-        return self.second.forward(*args, **kwargs)
 
     def backward(self, saved, *grads):
         return self._ran.backward(saved, *grads)
@@ -64,15 +67,11 @@ class _Fallback:
 def select(layer: Any, x: Any, user_mask: Any, training: bool):
     """(path, name) for a CuPy call of `layer`."""
     from . import dispatch
-    from .paths import cuda_kernels
 
     reasons = ineligibility(layer, user_mask, training)
-    name = dispatch.choose_gpu_path(layer.use_cudnn, reasons)
-    kernels = _Fallback(cuda_kernels, "cuda-kernels", numpy_ref, "cupy-reference",
-                        warn_cudnn=False)
-    if name == "cudnn":
+    fallback, fallback_name = _kernel_path(layer)
+    if dispatch.choose_gpu_path(layer.use_cudnn, reasons) == "cudnn":
         from .paths import cudnn
 
-        return _Fallback(cudnn, "cudnn", kernels, "cuda-kernels",
-                         warn_cudnn=layer.use_cudnn == "auto"), "cudnn"
-    return kernels, "cuda-kernels"
+        return RoutedPath(layer.use_cudnn, cudnn, fallback, fallback_name), cudnn.NAME
+    return RoutedPath(layer.use_cudnn, None, fallback, fallback_name), fallback_name

@@ -305,7 +305,8 @@ class LSTM:
         cd = self.compute_dtype
         cast = (lambda a: None if a is None else a.astype(cd, copy=False))
         p = self._params
-        return Weights(cast(p["kernel"]), cast(p["recurrent_kernel"]), cast(p["bias"]))
+        return Weights(cast(p["kernel"]), cast(p["recurrent_kernel"]), cast(p["bias"]),
+                       version=self.weights_version)
 
     def __call__(self, inputs: Any, mask: Any = None, training: Optional[bool] = None,
                  initial_state: Optional[Sequence[Any]] = None):

@@ -4,14 +4,20 @@
 - cudnn: a CUDA device and cuDNN 9 that loads and creates a handle.
 - keras: Keras 3 importable (the torch backend is selected here if none is set).
 """
+from __future__ import annotations
+
+import functools
 import importlib.util
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, os.path.dirname(__file__))  # tests/lstm_reference.py for tests/gpu/
 
 
+@functools.lru_cache(maxsize=None)
 def _gpu_reason():
     from lstm_gpu._xp import cupy_module, gpu_available
 
@@ -22,40 +28,41 @@ def _gpu_reason():
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _cudnn_reason():
-    reason = _gpu_reason()
-    if reason:
-        return reason
-    try:
-        from lstm_gpu.dispatch import cudnn_available_reason
-    except ImportError:
-        return "the cuDNN binding is not part of this build"
-    return cudnn_available_reason()
+    gpu = _gpu_reason()
+    if gpu is not None:
+        return gpu
+    from lstm_gpu.cuda import cudnn
+
+    why = cudnn.unavailable_reason()
+    if why is not None:
+        return f"cuDNN does not load: {why}"
+    from lstm_gpu.cuda.cudnn import api
+
+    ok, why = api.can_create_handle()
+    return None if ok else f"cuDNN cannot create a handle: {why}"
 
 
+@functools.lru_cache(maxsize=None)
 def _keras_reason():
     if importlib.util.find_spec("keras") is None:
-        return "Keras 3 is not installed (pip install lstm-gpu[keras] torch)"
+        return "Keras 3 is not installed (pip install keras torch)"
     try:
         import keras
-
-        if int(keras.__version__.split(".")[0]) < 3:
-            return f"Keras {keras.__version__} is not Keras 3"
     except Exception as exc:  # a broken backend install
         return f"Keras does not import: {exc}"
+    if int(keras.__version__.split(".")[0]) < 3:
+        return f"Keras {keras.__version__} is not Keras 3"
     return None
 
 
-_CHECKS = {"gpu": _gpu_reason, "cudnn": _cudnn_reason, "keras": _keras_reason}
+_CHECKS = {"cudnn": _cudnn_reason, "gpu": _gpu_reason, "keras": _keras_reason}
 
 
-def pytest_collection_modifyitems(config, items):
-    reasons = {}
-    for item in items:
-        for marker, check in _CHECKS.items():
-            if item.get_closest_marker(marker) is None:
-                continue
-            if marker not in reasons:
-                reasons[marker] = check()
-            if reasons[marker]:
-                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {reasons[marker]}"))
+def pytest_runtest_setup(item):
+    for marker, check in _CHECKS.items():
+        if item.get_closest_marker(marker) is not None:
+            reason = check()
+            if reason is not None:
+                pytest.skip(f"[{marker}] {reason}")

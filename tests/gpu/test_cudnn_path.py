@@ -1,0 +1,291 @@
+"""cuDNN path on a GPU against the NumPy reference (tests/lstm_reference.py) and the layer.
+
+Tolerances (DESIGN.md section 6): float64 1e-10, float32 1e-5, relative to the largest
+magnitude of the expected array (`_close`), since weight gradients sum B*T terms. float16 is
+compared loosely with the float32 run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lstm_reference as ref
+from lstm_gpu import activations
+from lstm_gpu.paths import cudnn as cudnn_path
+from lstm_gpu.paths.base import CellSpec, Weights
+
+pytestmark = [pytest.mark.gpu, pytest.mark.cudnn]
+
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+FEATURES, UNITS = 8, 16
+
+
+def _cp():
+    import cupy
+
+    return cupy
+
+
+def _close(got, want, rel, what=""):
+    got = _cp().asnumpy(got) if not isinstance(got, np.ndarray) else got
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    err = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    assert err <= rel * scale, f"{what}: max error {err:.3g} > {rel:g} * {scale:.3g}"
+
+
+def _spec(zofm=False):
+    return CellSpec(units=UNITS, activation=activations.get("tanh"),
+                    recurrent_activation=activations.get("sigmoid"), use_bias=True,
+                    zero_output_for_mask=zofm, implementation=2)
+
+
+def _problem(seed, steps, batch, mask_kind):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps, batch, FEATURES))
+    h0 = rng.normal(size=(batch, UNITS)) * 0.5
+    c0 = rng.normal(size=(batch, UNITS)) * 0.5
+    w = (rng.normal(size=(FEATURES, 4 * UNITS)) * 0.3,
+         rng.normal(size=(UNITS, 4 * UNITS)) * 0.3, rng.normal(size=4 * UNITS) * 0.3)
+    mask = None
+    if mask_kind != "none":
+        lengths = rng.integers(1, steps + 1, size=batch)
+        if mask_kind in ("fully_masked", "left_fully_masked") and batch > 1:
+            lengths[rng.permutation(batch)[: max(1, batch // 3)]] = 0
+        if mask_kind == "all_masked":
+            lengths[:] = 0
+        mask = np.arange(steps)[:, None] < lengths[None, :]  # (T, B) right-padded
+        if mask_kind.startswith("left"):
+            mask = mask[::-1].copy()  # a right-padded user mask under go_backwards
+    return x, mask, h0, c0, w
+
+
+def _run(dtype, x, mask, h0, c0, w, zofm, training=True):
+    cp = _cp()
+    dev = lambda a: cp.asarray(a, dtype=dtype)  # noqa: E731
+    weights = Weights(dev(w[0]), dev(w[1]), dev(w[2]))
+    res = cudnn_path.forward(weights, dev(x), None if mask is None else cp.asarray(mask),
+                             dev(h0), dev(c0), _spec(zofm), None, training)
+    return res
+
+
+GRID = [(b, t) for b in (1, 3, 17, 64) for t in (1, 7, 50, 200)]
+MASKS = ["none", "right", "left", "fully_masked", "left_fully_masked", "all_masked"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("batch,steps", GRID)
+def test_forward_backward_parity(dtype, mask_kind, batch, steps):
+    x, mask, h0, c0, w = _problem(batch * 1000 + steps, steps, batch, mask_kind)
+    rd = lambda a: a.astype(dtype).astype(np.float64)  # noqa: E731 - the data cuDNN sees
+    x, h0, c0, w = rd(x), rd(h0), rd(c0), tuple(rd(a) for a in w)
+    zofm = (batch + steps) % 2 == 1  # both settings across the grid
+    res = _run(dtype, x, mask, h0, c0, w, zofm)
+    last, seq, h, c, cache = ref.forward(x, mask, h0, c0, *w, zofm)
+    rel = TOL[dtype]
+    for got, want, what in ((res.last, last, "last"), (res.sequence, seq, "sequence"),
+                            (res.h, h, "h"), (res.c, c, "c")):
+        _close(got, want, rel, what)
+    rng = np.random.default_rng(7)
+    dseq = rng.normal(size=seq.shape)
+    dl, dh, dc = (rng.normal(size=h.shape) for _ in range(3))
+    cp = _cp()
+    g = cudnn_path.backward(res.saved, cp.asarray(dl, dtype), cp.asarray(dseq, dtype),
+                            cp.asarray(dh, dtype), cp.asarray(dc, dtype))
+    want = ref.backward(cache, dl, dseq, dh, dc)
+    for field in ("inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"):
+        _close(getattr(g, field), want[field], rel * 10 if dtype == np.float32 else rel,
+               field)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "right", "fully_masked"])
+def test_inference_mode_matches_training_mode(mask_kind):
+    x, mask, h0, c0, w = _problem(11, 30, 9, mask_kind)
+    a = _run(np.float64, x, mask, h0, c0, w, False, training=False)
+    b = _run(np.float64, x, mask, h0, c0, w, False, training=True)
+    assert a.saved is None
+    _close(a.sequence, _cp().asnumpy(b.sequence), 1e-12, "sequence")
+
+
+def test_float16_loosely_matches_float32():
+    x, mask, h0, c0, w = _problem(12, 40, 16, "right")
+    a = _run(np.float16, x, mask, h0, c0, w, False, training=True)
+    b = _run(np.float32, x, mask, h0, c0, w, False, training=True)
+    assert a.sequence.dtype == np.float16
+    _close(a.sequence, _cp().asnumpy(b.sequence).astype(np.float64), 2e-2, "sequence")
+    cp = _cp()
+    d = cp.ones((16, UNITS))
+    ga = cudnn_path.backward(a.saved, d.astype(cp.float16), None, None, None)
+    gb = cudnn_path.backward(b.saved, d.astype(cp.float32), None, None, None)
+    _close(ga.kernel, cp.asnumpy(gb.kernel).astype(np.float64), 5e-2, "kernel")
+
+
+def test_backward_runs_once():
+    x, mask, h0, c0, w = _problem(13, 5, 2, "none")
+    res = _run(np.float32, x, mask, h0, c0, w, False)
+    d = _cp().ones((2, UNITS), np.float32)
+    cudnn_path.backward(res.saved, d, None, None, None)
+    with pytest.raises(RuntimeError, match="once"):
+        cudnn_path.backward(res.saved, d, None, None, None)
+
+
+def test_weight_layout_is_canonical_on_this_cudnn():
+    cp = _cp()
+    ctx = cudnn_path._context(cp.cuda.runtime.getDevice())
+    for dtype in (np.float16, np.float32, np.float64):
+        for f, u in ((1, 1), (8, 16), (512, 512), (3, 7)):
+            plan = ctx.plan(dtype, f, u)
+            assert plan.layout == cudnn_path.canonical_layout(f, u), (dtype, f, u)
+            assert plan.canonical
+
+
+def test_weight_cache_uses_version():
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(14, 6, 3, "none")
+    weights = Weights(*(cp.asarray(a, np.float64) for a in w))
+    ctx = cudnn_path._context(cp.cuda.runtime.getDevice())
+    plan = ctx.plan(np.float64, FEATURES, UNITS)
+    assert ctx.weight_space(plan, weights) is not ctx.weight_space(plan, weights)  # no version
+    weights.version = 1
+    ws = ctx.weight_space(plan, weights)
+    assert ctx.weight_space(plan, weights) is ws
+    weights.kernel += 1.0  # in place: the layer bumps the version
+    weights.version = 2
+    ws2 = ctx.weight_space(plan, weights)
+    assert ws2 is not ws
+    res = cudnn_path.forward(weights, cp.asarray(x), None, cp.asarray(h0), cp.asarray(c0),
+                             _spec(), None, False)
+    last, *_ = ref.forward(x, None, h0, c0, w[0] + 1.0, w[1], w[2])
+    _close(res.last, last, 1e-10, "last after in-place update")
+
+
+def test_memory_pool_does_not_grow():
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(15, 20, 8, "right")
+    dev = [cp.asarray(a, np.float32) for a in (x, h0, c0)]
+    weights = Weights(*(cp.asarray(a, np.float32) for a in w))
+    weights.version = 0
+    m = cp.asarray(mask)
+    pool = cp.get_default_memory_pool()
+
+    def step():
+        res = cudnn_path.forward(weights, dev[0], m, dev[1], dev[2], _spec(), None, True)
+        cudnn_path.backward(res.saved, None, cp.ones_like(res.sequence), None, None)
+
+    for _ in range(20):
+        step()
+    cp.cuda.get_current_stream().synchronize()
+    used, total = pool.used_bytes(), pool.total_bytes()
+    for _ in range(1000):
+        step()
+    cp.cuda.get_current_stream().synchronize()
+    assert pool.used_bytes() <= used
+    assert pool.total_bytes() <= total
+
+
+def test_non_default_stream():
+    from lstm_gpu.cuda.cudnn import api
+
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(16, 50, 32, "right")
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        res = _run(np.float64, x, mask, h0, c0, w, False)
+        g = cudnn_path.backward(res.saved, None, cp.ones_like(res.sequence), None, None)
+        assert api.get_handle().get_stream() == stream.ptr
+    stream.synchronize()
+    last, seq, h, c, cache = ref.forward(x, mask, h0, c0, *w)
+    _close(res.sequence, seq, 1e-10, "sequence")
+    want = ref.backward(cache, None, np.ones_like(seq))
+    _close(g.kernel, want["kernel"], 1e-10, "kernel")
+    res = _run(np.float64, x, mask, h0, c0, w, False, training=False)  # back on the default
+    assert api.get_handle().get_stream() == cp.cuda.get_current_stream().ptr
+
+
+# --- through the public layer (DESIGN.md section 1) ---------------------------------------------
+
+
+def _layers(**kw):
+    lstm_gpu = pytest.importorskip("lstm_gpu")
+    if not hasattr(lstm_gpu, "LSTM"):
+        pytest.skip("lstm_gpu.LSTM is not on this branch yet")
+    cpu = lstm_gpu.LSTM(UNITS, use_cudnn=False, **kw)
+    gpu = lstm_gpu.LSTM(UNITS, use_cudnn=True, **kw)
+    return cpu, gpu
+
+
+def _to_list(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+LAYER_CASES = [
+    dict(),
+    dict(return_sequences=True),
+    dict(return_sequences=True, return_state=True),
+    dict(go_backwards=True, return_sequences=True),
+    dict(time_major=True, return_sequences=True),
+    dict(go_backwards=True, time_major=True),
+]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("kw", LAYER_CASES)
+def test_layer_parity(kw, masked):
+    if masked and kw.get("time_major"):
+        pytest.skip("the user mask layout under time_major is the layer's choice")
+    cp = _cp()
+    cpu, gpu = _layers(**kw)
+    rng = np.random.default_rng(21)
+    batch, steps = 6, 12
+    x = rng.normal(size=(batch, steps, FEATURES))
+    lengths = np.array([12, 1, 5, 0, 12, 7])
+    mask = np.arange(steps)[None, :] < lengths[:, None] if masked else None  # (B, T)
+    if kw.get("time_major"):
+        x = x.transpose(1, 0, 2).copy()
+    h0, c0 = rng.normal(size=(batch, UNITS)), rng.normal(size=(batch, UNITS))
+    out_cpu = cpu(x, mask=mask, training=True, initial_state=[h0, c0])
+    gpu.build(x.shape)
+    gpu.set_weights(cpu.get_weights())
+    out_gpu = gpu(cp.asarray(x), mask=None if mask is None else cp.asarray(mask),
+                  training=True, initial_state=[cp.asarray(h0), cp.asarray(c0)])
+    assert gpu.last_path == "cudnn"
+    for a, b in zip(_to_list(out_gpu), _to_list(out_cpu)):
+        _close(a, np.asarray(b), 1e-10, "output")
+    if kw.get("return_state"):
+        return
+    d_out = rng.normal(size=np.shape(out_cpu))
+    g_cpu = cpu.backward(d_out)
+    g_gpu = gpu.backward(cp.asarray(d_out))
+    for key in ("inputs", "kernel", "recurrent_kernel", "bias"):
+        _close(g_gpu[key], np.asarray(g_cpu[key]), 1e-10, key)
+    for a, b in zip(_to_list(g_gpu["initial_state"]), _to_list(g_cpu["initial_state"])):
+        _close(a, np.asarray(b), 1e-10, "initial_state")
+
+
+def test_layer_stateful():
+    cp = _cp()
+    cpu, gpu = _layers(stateful=True, return_sequences=True)
+    rng = np.random.default_rng(22)
+    chunks = [rng.normal(size=(4, 5, FEATURES)) for _ in range(3)]
+    cpu(chunks[0])
+    gpu.build(chunks[0].shape)
+    gpu.set_weights(cpu.get_weights())
+    cpu.reset_state()
+    for chunk in chunks:
+        a, b = gpu(cp.asarray(chunk)), cpu(chunk)
+        assert gpu.last_path == "cudnn"
+        _close(a, np.asarray(b), 1e-10, "stateful output")
+
+
+def test_layer_auto_falls_back_and_says_why():
+    lstm_gpu = pytest.importorskip("lstm_gpu")
+    if not hasattr(lstm_gpu, "LSTM"):
+        pytest.skip("lstm_gpu.LSTM is not on this branch yet")
+    cp = _cp()
+    layer = lstm_gpu.LSTM(UNITS, activation="relu", use_cudnn="auto")
+    layer(cp.ones((2, 3, FEATURES), cp.float32))
+    assert layer.last_path == "cuda-kernels"
+    assert "activation is not tanh" in layer.cudnn_ineligibility()
+    strict = lstm_gpu.LSTM(UNITS, activation="relu", use_cudnn=True)
+    with pytest.raises(ValueError, match="activation is not tanh"):
+        strict(cp.ones((2, 3, FEATURES), cp.float32))
