@@ -158,7 +158,8 @@ def busy_note(env: dict) -> Optional[str]:
     load, cores = env.get("load_average"), env["cpu"].get("logical_cores") or 1
     if load and load[0] > 0.75 * cores:
         return (f"Note: this machine is busy (load average {load[0]:.1f} on {cores} logical "
-                "cores); timings will be noisy (see the IQR column).")
+                "cores); timings will be noisy (see the IQR column). Multi-threaded CPU "
+                "paths suffer most: try --threads 1 with OMP_NUM_THREADS=1.")
     return None
 
 
