@@ -32,12 +32,15 @@ def _pyplot():
 
 
 def series(results: Sequence[Result]) -> "OrderedDict[str, OrderedDict[str, list]]":
-    """{panel title: {path label: [(batch, seconds per step), ...]}} for the timed results."""
+    """{panel title: {path label: [(batch, median, q1, q3), ...]}} in seconds per step, for
+    the timed results."""
     panels: "OrderedDict[str, OrderedDict[str, list]]" = OrderedDict()
     for r in results:
         if r.status == OK:
             lines = panels.setdefault(section_title(r), OrderedDict())
-            lines.setdefault(r.label, []).append((r.case.batch, r.per_step_s))
+            t = r.case.timesteps
+            lines.setdefault(r.label, []).append(
+                (r.case.batch, r.stats.median / t, r.stats.q1 / t, r.stats.q3 / t))
     return panels
 
 
@@ -52,12 +55,15 @@ def plot(results: Sequence[Result], path, *, title: str) -> None:
     for ax, (panel, lines) in zip(axes.flat, panels.items()):
         for label, points in lines.items():
             points.sort()
-            xs, ys = zip(*points)
-            ax.plot(xs, [y * 1e6 for y in ys], marker="o", label=label)
+            xs, med, q1, q3 = (list(v) for v in zip(*points))
+            ys = [m * 1e6 for m in med]
+            spread = [[(m - lo) * 1e6 for m, lo in zip(med, q1)],
+                      [(hi - m) * 1e6 for m, hi in zip(med, q3)]]
+            ax.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
-        ax.set_ylabel("time per step (µs, median)")
+        ax.set_ylabel("time per step (µs): median, quartiles")
         ax.set_title(panel, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
