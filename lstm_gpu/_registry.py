@@ -14,6 +14,17 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+class KerasObject:
+    """Base of our initializers, regularizers and constraints: a config and a readable repr."""
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
 class Registry:
     """One family of Keras objects: ``module`` is the Keras module name used in configs."""
 

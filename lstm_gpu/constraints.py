@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._registry import Registry
+from ._registry import KerasObject, Registry
 from ._xp import array_module
 
 REGISTRY = Registry("keras.constraints", "constraint")
 EPSILON = 1e-7  # keras.config.epsilon()
 
 
-class Constraint:
+class Constraint(KerasObject):
     def __call__(self, w):
         return w
-
-    def get_config(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _norms(w, axis):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import Registry
+from ._registry import KerasObject, Registry
 
 REGISTRY = Registry("keras.initializers", "initializer")
 
@@ -37,7 +37,7 @@ def _truncated_normal(rng: np.random.Generator, mean: float, stddev: float, shap
     return mean + stddev * values
 
 
-class Initializer:
+class Initializer(KerasObject):
     """Base: subclasses implement `_sample(rng, shape)` (float64) and `get_config`."""
 
     seed: Any = None
@@ -49,13 +49,6 @@ class Initializer:
 
     def _sample(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @REGISTRY.register

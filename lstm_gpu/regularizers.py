@@ -11,25 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import Registry
+from ._registry import KerasObject, Registry
 from ._xp import array_module, to_numpy
 
 REGISTRY = Registry("keras.regularizers", "regularizer")
 
 
-class Regularizer:
+class Regularizer(KerasObject):
     def __call__(self, w):
         raise NotImplementedError
 
     def gradient(self, w):
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @REGISTRY.register
