@@ -428,3 +428,16 @@ def test_cudnn_version_from_the_binding(monkeypatch):
 
     api.version = no_library
     assert env_info.cudnn_version() is None
+
+
+def test_console_script_runs_quick_on_this_machine():
+    """The installed `lstm-gpu-bench` command (CI installs the package) runs --quick."""
+    import shutil
+
+    exe = shutil.which("lstm-gpu-bench")
+    if exe is None:
+        pytest.skip("lstm-gpu-bench is not on PATH (package not installed)")
+    done = subprocess.run([exe, "--quick", "--quiet", "--paths", "numpy"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "numpy" in done.stdout
