@@ -29,43 +29,25 @@ sys.path.insert(0, os.path.dirname(HERE))
 DEFAULT_SHAPES = [(64, 100, 512, 512), (32, 10, 8, 4), (256, 50, 128, 256)]
 
 
-def _stats(times_ms: list[float]) -> dict:
-    q = np.percentile(times_ms, [25, 50, 75])
-    return dict(median_ms=float(q[1]), p25_ms=float(q[0]), p75_ms=float(q[2]),
-                min_ms=float(min(times_ms)), n=len(times_ms))
+def _timed(fn: Callable[[], None], timer, warmup: int, repeat: int) -> dict:
+    """Median and quartiles in ms, from the CLI's shared CUDA-event timing."""
+    from lstm_gpu.bench.timing import measure
+
+    st = measure(fn, timer, repeats=repeat, warmup=warmup)
+    return dict(median_ms=st.median * 1e3, p25_ms=st.q1 * 1e3, p75_ms=st.q3 * 1e3,
+                min_ms=st.min * 1e3, n=st.repeats)
 
 
 def time_cupy(fn: Callable[[], None], warmup: int, repeat: int) -> dict:
-    import cupy as cp
+    from lstm_gpu.bench.timing import CupyEventTimer
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop))
-    return _stats(times)
+    return _timed(fn, CupyEventTimer(), warmup, repeat)
 
 
 def time_torch(fn: Callable[[], None], warmup: int, repeat: int) -> dict:
-    import torch
+    from lstm_gpu.bench.timing import TorchEventTimer
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return _stats(times)
+    return _timed(fn, TorchEventTimer(), warmup, repeat)
 
 
 def bench_path(shape, dtype, warmup, repeat) -> dict:

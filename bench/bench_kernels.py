@@ -33,19 +33,17 @@ VARIANTS = [(mask, rd) for mask in (None, "left") for rd in (0.0, 0.2)]
 
 
 def _time_cuda(fn, warmup, repeat):
-    import cupy as cp
+    """Per-call times in ms (CUDA events on the current stream, the CLI's timer)."""
+    from lstm_gpu.bench.timing import CupyEventTimer
 
+    timer = CupyEventTimer()
     for _ in range(warmup):
         fn()
-    cp.cuda.get_current_stream().synchronize()
     samples = []
     for _ in range(repeat):
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
+        timer.start()
         fn()
-        end.record()
-        end.synchronize()
-        samples.append(cp.cuda.get_elapsed_time(start, end))
+        samples.append(timer.stop() * 1e3)
     return samples
 
 
