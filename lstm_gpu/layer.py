@@ -25,17 +25,6 @@ from .paths.base import CellSpec, Weights
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
 _name_counter = itertools.count()
 
-# Keras 3's LSTM.get_config keys, in Keras's order.
-KERAS_CONFIG_KEYS = (
-    "name", "trainable", "dtype", "return_sequences", "return_state", "go_backwards",
-    "stateful", "unroll", "zero_output_for_mask", "units", "activation",
-    "recurrent_activation", "use_bias", "kernel_initializer", "recurrent_initializer",
-    "bias_initializer", "unit_forget_bias", "kernel_regularizer", "recurrent_regularizer",
-    "bias_regularizer", "activity_regularizer", "kernel_constraint", "recurrent_constraint",
-    "bias_constraint", "dropout", "recurrent_dropout", "seed",
-)
-
-
 def _unique_name(base: str = "lstm") -> str:
     n = next(_name_counter)
     return base if n == 0 else f"{base}_{n}"

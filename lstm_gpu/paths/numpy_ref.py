@@ -18,6 +18,7 @@ With dropout (implementation 1), gate k sees ``x * mx_k`` and ``h * mr_k``.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -103,7 +104,7 @@ def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
         c_new_all = xp.empty_like(h_prev_all)
     h, c = h0, c0
     out = xp.zeros((B, U), dtype=x.dtype)
-    errstate = np.errstate(over="ignore") if xp is np else _NullContext()
+    errstate = np.errstate(over="ignore") if xp is np else nullcontext()
     with errstate:
         for t in range(T):
             z = xw[t] + _recurrent_term(h, weights.recurrent_kernel, rk_gates, rec_masks, U)
@@ -129,14 +130,6 @@ def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
     return ForwardResult(out, sequence, h, c, saved)
 
 
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _zeros_if_none(a, shape, like):
     xp = array_module(like)
     return xp.zeros(shape, dtype=like.dtype) if a is None else a
@@ -150,13 +143,14 @@ def backward(saved: Saved, d_last, d_sequence, d_h, d_c) -> Gradients:
     act, rec_act = spec.activation, spec.recurrent_activation
     rec_masks = saved.dropout.recurrent if saved.dropout is not None else None
     in_masks = saved.dropout.inputs if saved.dropout is not None else None
-    rk_gates = _recurrent_kernel_per_gate(w.recurrent_kernel, U)
+    rk_gates = _recurrent_kernel_per_gate(w.recurrent_kernel, U) if rec_masks is not None \
+        else None
 
     dh = _zeros_if_none(d_h, (B, U), x).copy()
     dc = _zeros_if_none(d_c, (B, U), x).copy()
     d_out_carry = _zeros_if_none(d_last, (B, U), x).copy()
     dz_all = xp.empty((T, B, 4 * U), dtype=x.dtype)
-    errstate = np.errstate(over="ignore") if xp is np else _NullContext()
+    errstate = np.errstate(over="ignore") if xp is np else nullcontext()
     with errstate:
         for t in range(T - 1, -1, -1):
             g_out = d_out_carry if d_sequence is None else d_out_carry + d_sequence[t]
