@@ -242,3 +242,59 @@ def test_handle_without_gpu_is_a_cudnn_error():
     assert info.value.name.startswith("CUDNN_STATUS_")
     ok, why = api.can_create_handle()
     assert not ok and why
+
+
+# --- the ctypes table against the headers of the library it loaded ---------------------------
+
+# Our constant -> the header's enumerator (or #define flag).
+HEADER_CONSTANTS = {
+    "DATA_FLOAT": "CUDNN_DATA_FLOAT", "DATA_DOUBLE": "CUDNN_DATA_DOUBLE",
+    "DATA_HALF": "CUDNN_DATA_HALF",
+    "DEFAULT_MATH": "CUDNN_DEFAULT_MATH", "TENSOR_OP_MATH": "CUDNN_TENSOR_OP_MATH",
+    "TENSOR_OP_MATH_ALLOW_CONVERSION": "CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION",
+    "FMA_MATH": "CUDNN_FMA_MATH",
+    "RNN_ALGO_STANDARD": "CUDNN_RNN_ALGO_STANDARD",
+    "RNN_RELU": "CUDNN_RNN_RELU", "RNN_TANH": "CUDNN_RNN_TANH", "LSTM": "CUDNN_LSTM",
+    "GRU": "CUDNN_GRU",
+    "RNN_NO_BIAS": "CUDNN_RNN_NO_BIAS", "RNN_SINGLE_INP_BIAS": "CUDNN_RNN_SINGLE_INP_BIAS",
+    "RNN_DOUBLE_BIAS": "CUDNN_RNN_DOUBLE_BIAS", "RNN_SINGLE_REC_BIAS": "CUDNN_RNN_SINGLE_REC_BIAS",
+    "UNIDIRECTIONAL": "CUDNN_UNIDIRECTIONAL", "BIDIRECTIONAL": "CUDNN_BIDIRECTIONAL",
+    "LINEAR_INPUT": "CUDNN_LINEAR_INPUT", "SKIP_INPUT": "CUDNN_SKIP_INPUT",
+    "FWD_MODE_INFERENCE": "CUDNN_FWD_MODE_INFERENCE",
+    "FWD_MODE_TRAINING": "CUDNN_FWD_MODE_TRAINING",
+    "SEQ_MAJOR_UNPACKED": "CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_UNPACKED",
+    "SEQ_MAJOR_PACKED": "CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED",
+    "BATCH_MAJOR_UNPACKED": "CUDNN_RNN_DATA_LAYOUT_BATCH_MAJOR_UNPACKED",
+    "WGRAD_MODE_ADD": "CUDNN_WGRAD_MODE_ADD", "WGRAD_MODE_SET": "CUDNN_WGRAD_MODE_SET",
+    "RNN_PADDED_IO_ENABLED": "CUDNN_RNN_PADDED_IO_ENABLED",
+}
+
+
+@pytest.fixture(scope="module")
+def headers():
+    import cudnn_headers
+
+    if not cudnn.available():
+        pytest.skip("cuDNN 9 does not load here")
+    directory = cudnn_headers.include_dir(_loader.loaded_path())
+    if directory is None:
+        pytest.skip(f"no cuDNN headers beside {_loader.loaded_path()}")
+    return cudnn_headers.Headers(directory)
+
+
+@pytest.mark.parametrize("name", sorted(B.PROTOTYPES))
+def test_prototype_matches_header(headers, name):
+    from cudnn_headers import ctypes_kind
+
+    assert name in headers.functions, f"{name} is not declared in the cuDNN headers"
+    c_return, c_params = headers.functions[name]
+    restype, argtypes = B.PROTOTYPES[name]
+    assert ctypes_kind(restype) == headers.kind(c_return), (name, c_return)
+    assert len(argtypes) == len(c_params), (name, c_params)
+    for i, (ours, theirs) in enumerate(zip(argtypes, c_params)):
+        assert ctypes_kind(ours) == headers.kind(theirs), (name, i, theirs)
+
+
+def test_constants_match_header(headers):
+    for ours, theirs in HEADER_CONSTANTS.items():
+        assert getattr(B, ours) == headers.constants[theirs], (ours, theirs)
