@@ -169,20 +169,26 @@ def forward(ops: PointwiseOps, weights: Weights, x, mask, h0, c0, spec: CellSpec
                      xz_gs=xz_gs, xz_bs=xz_bs, rz_gs=rz_gs, rz_bs=rz_bs)
 
     def body():
-        for t in range(a.T):
-            if a.hs is not None:
-                h_prev = a.h0 if t == 0 else a.hs[t - 1]
-                c_prev = a.c0 if t == 0 else a.cs[t - 1]
-                h, c, z = a.hs[t], a.cs[t], a.z[t]
+        # Locals, not LoopArgs lookups, inside the loop: eager mode runs this per step.
+        arr, sc = a.arrays, a.scalars
+        hs, cs, zs, seq, mask, mr = (arr[k] for k in ("hs", "cs", "z", "seq", "mask", "mr"))
+        xz, uw, rz, h_rec = arr["xz"], arr["uw"], arr["rz"], arr["h_rec"]
+        step = dict(xz_gs=sc["xz_gs"], xz_bs=sc["xz_bs"], rz=rz, rz_gs=sc["rz_gs"],
+                    rz_bs=sc["rz_bs"], bias=arr["bias"], rec_mask=mr, h_rec=h_rec, B=sc["B"],
+                    U=sc["U"], act=sc["act"], ract=sc["ract"], zero_output=sc["zero_output"])
+        h_prev, c_prev = arr["h0"], arr["c0"]
+        for t in range(sc["T"]):
+            if hs is not None:
+                h, c, z = hs[t], cs[t], zs[t]
             else:
-                h_prev, c_prev, h, c, z = a.h, a.c, a.h, a.c, None
-            xp.matmul(a.h_rec if a.mr is not None else h_prev, a.uw, out=a.rz)
-            ops.fwd_step(xz=a.xz[t], xz_gs=a.xz_gs, xz_bs=a.xz_bs, rz=a.rz, rz_gs=a.rz_gs,
-                         rz_bs=a.rz_bs, bias=a.bias, h_prev=h_prev, c_prev=c_prev,
-                         out_prev=None if t == 0 else a.seq[t - 1],
-                         mask=None if a.mask is None else a.mask[t], rec_mask=a.mr,
-                         h_rec=a.h_rec, h=h, c=c, out=a.seq[t], z_save=z, B=a.B, U=a.U,
-                         act=a.act, ract=a.ract, zero_output=a.zero_output)
+                h_prev, c_prev, h, c, z = arr["h"], arr["c"], arr["h"], arr["c"], None
+            out = seq[t]
+            xp.matmul(h_rec if mr is not None else h_prev, uw, out=rz)
+            ops.fwd_step(xz=xz[t], h_prev=h_prev, c_prev=c_prev,
+                         out_prev=None if t == 0 else seq[t - 1],
+                         mask=None if mask is None else mask[t], h=h, c=c, out=out, z_save=z,
+                         **step)
+            h_prev, c_prev = h, c
 
     if T > 0 and B > 0:
         runner("forward", a, body)
@@ -235,14 +241,20 @@ def backward(ops: PointwiseOps, saved: Saved, d_last, d_sequence, d_h, d_c,
                      dz_gs=dz_gs, dz_bs=dz_bs)
 
     def body():
-        for t in range(a.T - 1, -1, -1):
-            ops.bwd_step(z=a.z[t], c_prev=a.c0 if t == 0 else a.cs[t - 1], c=a.cs[t],
-                         mask=None if a.mask is None else a.mask[t],
-                         d_out=None if a.d_seq is None else a.d_seq[t], g_out=a.g_out, dh=a.dh,
-                         dh_rec=None if t == a.T - 1 else a.dh_rec, rec_mask=a.mr, dc=a.dc,
-                         dz=a.dZ[t], dz_gs=a.dz_gs, dz_bs=a.dz_bs, B=a.B, U=a.U, act=a.act,
-                         ract=a.ract, zero_output=a.zero_output)
-            xp.matmul(a.dZ[t], a.ut, out=a.dh_rec)
+        arr, sc = a.arrays, a.scalars
+        zs, cs, c0, mask, d_seq, dZ, ut, dh_rec = (
+            arr[k] for k in ("z", "cs", "c0", "mask", "d_seq", "dZ", "ut", "dh_rec"))
+        step = dict(g_out=arr["g_out"], dh=arr["dh"], rec_mask=arr["mr"], dc=arr["dc"],
+                    dz_gs=sc["dz_gs"], dz_bs=sc["dz_bs"], B=sc["B"], U=sc["U"], act=sc["act"],
+                    ract=sc["ract"], zero_output=sc["zero_output"])
+        T = sc["T"]
+        for t in range(T - 1, -1, -1):
+            dz = dZ[t]
+            ops.bwd_step(z=zs[t], c_prev=c0 if t == 0 else cs[t - 1], c=cs[t],
+                         mask=None if mask is None else mask[t],
+                         d_out=None if d_seq is None else d_seq[t],
+                         dh_rec=None if t == T - 1 else dh_rec, dz=dz, **step)
+            xp.matmul(dz, ut, out=dh_rec)
 
     if T > 0 and B > 0:
         runner("backward", a, body)
