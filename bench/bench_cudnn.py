@@ -26,6 +26,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from lstm_gpu._xp import gpu_available  # noqa: E402
+
 DEFAULT_SHAPES = [(64, 100, 512, 512), (32, 10, 8, 4), (256, 50, 128, 256)]
 
 
@@ -158,6 +160,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tf32", action="store_true", help="allow TF32 on both sides")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
+    if not gpu_available():
+        print(f"{os.path.basename(__file__)} times GPU paths and needs an NVIDIA GPU visible "
+              "to CuPy; none is (`lstm-gpu-bench` runs the CPU paths)", file=sys.stderr)
+        return 2
     if args.tf32:
         os.environ["LSTM_GPU_ALLOW_TF32"] = "1"
     shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shape] if args.shape
@@ -192,8 +198,32 @@ def main(argv=None) -> int:
                 r = entry[impl]
                 print(f"{label:>22} {impl:>16} {r['forward']['median_ms']:9.3f} "
                       f"{r['forward+backward']['median_ms']:11.3f}")
+    print_targets(rows)
     print(f"wrote {os.path.relpath(path)}")
     return 0
+
+
+TARGET_RATIO = 1.10  # issue 4: ours / torch.nn.LSTM (cuDNN) on the same GPU and shapes
+
+
+def print_targets(rows: list) -> None:
+    """ours / torch for the bare path and the layer, forward and forward+backward."""
+    print(f"\ntargets: time ratio ours / torch.nn.LSTM <= {TARGET_RATIO}")
+    for entry in rows:
+        torch_res = entry.get("torch.nn.LSTM")
+        if torch_res is None:
+            continue
+        s = entry["shape"]
+        label = f"({s['B']},{s['T']},{s['F']},{s['U']})"
+        for impl in ("lstm_gpu.path", "lstm_gpu.layer"):
+            if impl not in entry:
+                continue
+            cells = []
+            for mode in ("forward", "forward+backward"):
+                ratio = entry[impl][mode]["median_ms"] / torch_res[mode]["median_ms"]
+                verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
+                cells.append(f"{mode} {ratio:5.2f} {verdict}")
+            print(f"{label:>22} {impl:>16}  " + "   ".join(cells))
 
 
 if __name__ == "__main__":
