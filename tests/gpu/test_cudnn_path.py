@@ -209,8 +209,9 @@ def _layers(**kw):
     lstm_gpu = pytest.importorskip("lstm_gpu")
     if not hasattr(lstm_gpu, "LSTM"):
         pytest.skip("lstm_gpu.LSTM is not on this branch yet")
-    cpu = lstm_gpu.LSTM(UNITS, use_cudnn=False, **kw)
-    gpu = lstm_gpu.LSTM(UNITS, use_cudnn=True, **kw)
+    # float64: the 1e-10 comparisons below check the path, not float32 rounding.
+    cpu = lstm_gpu.LSTM(UNITS, use_cudnn=False, dtype="float64", **kw)
+    gpu = lstm_gpu.LSTM(UNITS, use_cudnn=True, dtype="float64", **kw)
     return cpu, gpu
 
 
