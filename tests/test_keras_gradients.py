@@ -5,7 +5,6 @@ when regularizers are set), G a random upstream gradient mirroring the outputs.
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
