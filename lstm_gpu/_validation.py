@@ -182,18 +182,21 @@ def same_module(a: Any, b: Any) -> bool:
     return array_module(a) is array_module(b)
 
 
-def check_output_gradients(d_out: Any, shapes: list, like: Any) -> list:
+def check_output_gradients(d_out: Any, shapes: list, like: Any,
+                           names: str | None = None) -> list:
     """The gradient of a call's output, as a list mirroring it (None entries mean zero).
 
-    shapes: the output's shapes; one shape means one array, several a tuple of arrays. The
-    arrays must be of like's array library, numeric, and of the output's shapes.
+    shapes: the output's shapes; one shape means one array, several a tuple of arrays (named
+    `names` in the message, e.g. "(d_output, d_h, d_c)"). The arrays must be of like's array
+    library, numeric, and of the output's shapes.
     """
     if len(shapes) > 1:
         if not isinstance(d_out, (list, tuple)) or len(d_out) != len(shapes):
             got = (f"a {type(d_out).__name__} of length {len(d_out)}"
                    if isinstance(d_out, (list, tuple)) else type(d_out).__name__)
-            raise ValueError(f"Argument `d_out` must be a tuple of {len(shapes)} arrays (or None) "
-                             f"mirroring the output, of shapes {shapes}. Received: {got}")
+            tuple_ = f"a tuple {names}" if names else "a tuple"
+            raise ValueError(f"Argument `d_out` must be {tuple_} of {len(shapes)} arrays (or "
+                             f"None) mirroring the output, of shapes {shapes}. Received: {got}")
         items = list(d_out)
     else:
         if isinstance(d_out, (list, tuple)):

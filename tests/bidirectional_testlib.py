@@ -50,42 +50,15 @@ def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
     """Gradients of sum_k sum(out_k * upstream_k) (+ the layer's losses) through Keras's
     Bidirectional by torch autograd. Returns (outputs tuple, dict shaped like our
     `Bidirectional.backward`)."""
-    import torch
-
-    xt = torch.tensor(np.asarray(x), requires_grad=True)
-    leaves = [xt]
-    kw: dict = {}
-    if mask is not None:
-        kw["mask"] = torch.as_tensor(np.asarray(mask, dtype=bool))
-    if initial_state is not None:
-        states = [torch.tensor(np.asarray(s), requires_grad=True) for s in initial_state]
-        kw["initial_state"] = states
-        leaves += states
-    sub_weights = []
-    for sub in (layer.forward_layer, layer.backward_layer):
-        cell = sub.cell
-        sub_weights.append([cell.kernel.value, cell.recurrent_kernel.value]
-                           + ([cell.bias.value] if cell.use_bias else []))
-    out = T_.as_tuple(layer(xt, **kw))
-    loss = 0
-    for o, g in zip(out, upstream):
-        if g is not None:
-            loss = loss + (o * torch.as_tensor(np.asarray(g), dtype=o.dtype)).sum()
-    for penalty in layer.losses:
-        loss = loss + penalty
-    flat = leaves + sub_weights[0] + sub_weights[1]
-    grads = torch.autograd.grad(loss, flat, allow_unused=True)
-    grads = [None if g is None else g.detach().cpu().numpy() for g in grads]
-    result = {"inputs": grads[0]}
-    k = 1
-    if initial_state is not None:
-        result["initial_state"] = grads[1:5]
-        k = 5
-    for direction, weights in zip(("forward", "backward"), sub_weights):
-        names = WEIGHT_KEYS[:len(weights)]
-        result[direction] = dict(zip(names, grads[k:k + len(weights)]))
-        k += len(weights)
-    return tuple(o.detach().cpu().numpy() for o in out), result
+    sub_weights = [T_.keras_cell_weights(sub)
+                   for sub in (layer.forward_layer, layer.backward_layer)]
+    outs, result = T_.keras_autograd(layer, x, upstream, sub_weights[0] + sub_weights[1],
+                                     mask, initial_state)
+    grads = result.pop("weights")
+    n_forward = len(sub_weights[0])
+    result["forward"] = dict(zip(WEIGHT_KEYS, grads[:n_forward]))
+    result["backward"] = dict(zip(WEIGHT_KEYS, grads[n_forward:]))
+    return outs, result
 
 
 def assert_grads_close(got: dict, expected: dict, rtol: float, with_state: bool) -> None:
