@@ -400,6 +400,9 @@ def _reverse_time(a, time_major: bool):
 
 def _merge(merge_mode: Optional[str], y, y_rev):
     if merge_mode == "concat":
+        # y_rev may be a reversed view. CuPy copies two arrays one by one with
+        # `elementwise_copy`, which reads through any strides (cupy/_core/
+        # _routines_manipulation.pyx, `_concatenate`); NumPy does the same.
         return array_module(y).concatenate([y, y_rev], axis=-1)
     if merge_mode == "sum":
         return y + y_rev
