@@ -4,6 +4,7 @@
 #
 #   bench/gpu_check.sh tests [DIR]   the whole test suite, GPU tests included -> DIR/pytest.log
 #   bench/gpu_check.sh bench [DIR]   bench_cudnn.py, bench_kernels.py and lstm-gpu-bench
+#                                    (also --bidirectional, its table in bench.log)
 #                                    -> DIR/bench.log, DIR/cudnn_*.json, DIR/kernels.json,
 #                                       DIR/lstm-gpu-bench-<device>.{json,md,png}
 #   bench/gpu_check.sh all [DIR]     both
@@ -36,6 +37,7 @@ run_bench() {
         "$py" bench/bench_cudnn.py --out "$dir" || rc=1
         "$py" bench/bench_kernels.py --out "$dir/kernels.json" || rc=1
         "$py" -m lstm_gpu.bench --out-dir "$dir" --quiet || rc=1
+        "$py" -m lstm_gpu.bench --bidirectional --quiet || rc=1  # table in bench.log only
         exit $rc
     ) 2>&1 | tee "$dir/bench.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

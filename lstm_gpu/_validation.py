@@ -180,3 +180,37 @@ def check_weight_list(weights: Any, expected: list[tuple]) -> list:
 
 def same_module(a: Any, b: Any) -> bool:
     return array_module(a) is array_module(b)
+
+
+def check_output_gradients(d_out: Any, shapes: list, like: Any,
+                           names: str | None = None) -> list:
+    """The gradient of a call's output, as a list mirroring it (None entries mean zero).
+
+    shapes: the output's shapes; one shape means one array, several a tuple of arrays (named
+    `names` in the message, e.g. "(d_output, d_h, d_c)"). The arrays must be of like's array
+    library, numeric, and of the output's shapes.
+    """
+    if len(shapes) > 1:
+        if not isinstance(d_out, (list, tuple)) or len(d_out) != len(shapes):
+            got = (f"a {type(d_out).__name__} of length {len(d_out)}"
+                   if isinstance(d_out, (list, tuple)) else type(d_out).__name__)
+            tuple_ = f"a tuple {names}" if names else "a tuple"
+            raise ValueError(f"Argument `d_out` must be {tuple_} of {len(shapes)} arrays (or "
+                             f"None) mirroring the output, of shapes {shapes}. Received: {got}")
+        items = list(d_out)
+    else:
+        if isinstance(d_out, (list, tuple)):
+            raise ValueError("Argument `d_out` must be one array mirroring the output of shape "
+                             f"{shapes[0]}. Received a {type(d_out).__name__} of length "
+                             f"{len(d_out)}")
+        items = [d_out]
+    checked = []
+    for k, (g, shape) in enumerate(zip(items, shapes)):
+        if g is not None:
+            g = as_array(g, f"d_out[{k}]", like=like)
+            check_numeric(g, f"d_out[{k}]")
+            if tuple(g.shape) != tuple(shape):
+                raise ValueError(f"Argument `d_out[{k}]` must have the output's shape {shape}. "
+                                 f"Received: shape={tuple(g.shape)}")
+        checked.append(g)
+    return checked

@@ -420,32 +420,8 @@ class LSTM:
         return result
 
     def _check_d_out(self, d_out: Any, tape: dict) -> list:
-        shapes = tape["shapes"]
-        like = tape["x"]
-        if self.return_state:
-            if not isinstance(d_out, (list, tuple)) or len(d_out) != 3:
-                raise ValueError("Argument `d_out` must be a tuple (d_output, d_h, d_c) "
-                                 "mirroring the output of a return_state layer. Received: "
-                                 f"{type(d_out).__name__}")
-            items = list(d_out)
-        else:
-            if isinstance(d_out, (list, tuple)):
-                raise ValueError("Argument `d_out` must be one array mirroring the layer's "
-                                 f"output of shape {shapes[0]}. Received a "
-                                 f"{type(d_out).__name__} of length {len(d_out)}")
-            items = [d_out]
-        checked = []
-        for k, (g, shape) in enumerate(zip(items, shapes)):
-            if g is None:
-                checked.append(None)
-                continue
-            a = _v.as_array(g, f"d_out[{k}]", like=like)
-            _v.check_numeric(a, f"d_out[{k}]")
-            if tuple(a.shape) != shape:
-                raise ValueError(f"Argument `d_out[{k}]` must have the output's shape {shape}. "
-                                 f"Received: shape={tuple(a.shape)}")
-            checked.append(a)
-        return checked
+        return _v.check_output_gradients(d_out, tape["shapes"], tape["x"],
+                                         names="(d_output, d_h, d_c)")
 
     # ----------------------------------------------------------------- regularization
     def _activity_penalties(self, outputs: list) -> list:

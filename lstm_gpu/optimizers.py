@@ -1,10 +1,11 @@
 """Keras 3's SGD and Adam update rules for NumPy or CuPy arrays.
 
 ``opt.apply(target, grads)`` updates in place, then applies the weights' constraints, as
-Keras does after each step. `target` is an `LSTM` (grads: the dict of `LSTM.backward`) or a
-dict ``{name: array}`` of other parameters (grads: a dict with the same names). Each call is
-one optimizer step (``opt.iterations`` counts them); call it once per training step with
-every parameter group, or use one optimizer per group.
+Keras does after each step. `target` is an `LSTM` (grads: the dict of `LSTM.backward`), a
+`Bidirectional` (grads: the dict of `Bidirectional.backward`; both directions in one step)
+or a dict ``{name: array}`` of other parameters (grads: a dict with the same names). Each
+call is one optimizer step (``opt.iterations`` counts them); call it once per training step
+with every parameter group, or use one optimizer per group.
 
 Gradient processing follows Keras's order: clipnorm / clipvalue / global_clipnorm on the
 gradients, weight decay ``w -= w * weight_decay * lr``, then the update rule.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from ._xp import array_module
+from .bidirectional import Bidirectional
 from .layer import LSTM
 
 
@@ -35,7 +37,8 @@ class Optimizer:
 
     # -- one step ---------------------------------------------------------------------------
     def apply(self, target: Any, grads: Mapping[str, Any]) -> None:
-        params, constraints, layer = self._params_of(target)
+        params, constraints, layers = self._params_of(target)
+        grads = _flatten(grads)
         pairs = []
         for name, var in params.items():
             g = grads.get(name)
@@ -56,7 +59,7 @@ class Optimizer:
             constraint = constraints.get(name)
             if constraint is not None:
                 var[...] = constraint(var)
-        if layer is not None:
+        for layer in layers:
             layer.weights_version += 1
 
     @staticmethod
@@ -67,10 +70,19 @@ class Optimizer:
             params = {} if not target.trainable else {
                 "kernel": target.kernel, "recurrent_kernel": target.recurrent_kernel,
                 "bias": target.bias}
-            return params, target.constraints(), target
+            return params, target.constraints(), [target]
+        if isinstance(target, Bidirectional):  # names "forward/kernel", ...: see _flatten
+            params, constraints = {}, {}
+            for direction, layer in (("forward", target.forward_layer),
+                                     ("backward", target.backward_layer)):
+                p, c, _ = Optimizer._params_of(layer)
+                if target.trainable:
+                    params.update({f"{direction}/{k}": v for k, v in p.items()})
+                constraints.update({f"{direction}/{k}": v for k, v in c.items()})
+            return params, constraints, [target.forward_layer, target.backward_layer]
         if isinstance(target, Mapping):
-            return dict(target), {}, None
-        raise TypeError("Argument `target` must be an LSTM or a dict of arrays. "
+            return dict(target), {}, []
+        raise TypeError("Argument `target` must be an LSTM, a Bidirectional or a dict of arrays. "
                         f"Received: {type(target).__name__}")
 
     def _slots_for(self, var) -> dict:
@@ -94,6 +106,17 @@ class Optimizer:
 
     def _update(self, var, g, slots: dict) -> None:
         raise NotImplementedError
+
+
+def _flatten(grads: Mapping[str, Any]) -> dict:
+    """Nested dicts of gradients (Bidirectional's "forward" and "backward") as "outer/inner"."""
+    flat = {}
+    for name, g in grads.items():
+        if isinstance(g, Mapping):
+            flat.update({f"{name}/{k}": v for k, v in g.items()})
+        else:
+            flat[name] = g
+    return flat
 
 
 def _clip_by_norm(g, clip: float):

@@ -102,12 +102,13 @@ def keras_call(layer, x, mask=None, initial_state=None, training=None):
     return tuple(o.detach().cpu().numpy() for o in as_tuple(out))
 
 
-def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
-    """Gradients of sum_k sum(out_k * upstream_k) through Keras (torch autograd).
-
-    upstream mirrors the output tuple; an entry may be None (contributes nothing).
-    Returns (outputs tuple, dict with our `backward` keys).
-    """
+def keras_autograd(layer, x, upstream: Sequence, weights: Sequence, mask=None,
+                   initial_state=None):
+    """Gradients of sum_k sum(out_k * upstream_k) + sum(layer.losses) through a Keras layer
+    (torch autograd) with respect to x, the initial states (when given) and `weights` (torch
+    tensors of the layer's variables). upstream mirrors the output tuple; an entry may be None
+    (contributes nothing). Returns (outputs tuple, {"inputs": dx, ["initial_state": [...],]
+    "weights": [...]}), NumPy arrays (None for an unused leaf)."""
     import torch
 
     xt = torch.tensor(np.asarray(x), requires_grad=True)
@@ -119,10 +120,6 @@ def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
         states = [torch.tensor(np.asarray(s), requires_grad=True) for s in initial_state]
         kw["initial_state"] = states
         leaves += states
-    cell = layer.cell
-    weights = [cell.kernel.value, cell.recurrent_kernel.value]
-    if cell.use_bias:
-        weights.append(cell.bias.value)
     out = as_tuple(layer(xt, **kw))
     loss = 0
     for o, g in zip(out, upstream):
@@ -130,16 +127,31 @@ def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
             loss = loss + (o * torch.as_tensor(np.asarray(g), dtype=o.dtype)).sum()
     for l in layer.losses:
         loss = loss + l
-    grads = torch.autograd.grad(loss, leaves + weights, allow_unused=True)
+    grads = torch.autograd.grad(loss, leaves + list(weights), allow_unused=True)
     grads = [None if g is None else g.detach().cpu().numpy() for g in grads]
-    result = {"inputs": grads[0]}
-    k = 1
+    result = {"inputs": grads[0], "weights": grads[len(leaves):]}
     if initial_state is not None:
-        result["initial_state"] = grads[1:3]
-        k = 3
-    result["kernel"], result["recurrent_kernel"] = grads[k], grads[k + 1]
-    result["bias"] = grads[k + 2] if cell.use_bias else None
-    outs = tuple(o.detach().cpu().numpy() for o in out)
+        result["initial_state"] = grads[1:len(leaves)]
+    return tuple(o.detach().cpu().numpy() for o in out), result
+
+
+def keras_cell_weights(layer) -> list:
+    """[kernel, recurrent_kernel(, bias)] of a Keras LSTM as torch tensors."""
+    cell = layer.cell
+    return [cell.kernel.value, cell.recurrent_kernel.value] + (
+        [cell.bias.value] if cell.use_bias else [])
+
+
+def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
+    """Gradients of sum_k sum(out_k * upstream_k) through Keras (torch autograd).
+
+    upstream mirrors the output tuple; an entry may be None (contributes nothing).
+    Returns (outputs tuple, dict with our `backward` keys).
+    """
+    outs, result = keras_autograd(layer, x, upstream, keras_cell_weights(layer), mask,
+                                  initial_state)
+    weights = result.pop("weights") + [None]
+    result["kernel"], result["recurrent_kernel"], result["bias"] = weights[:3]
     return outs, result
 
 

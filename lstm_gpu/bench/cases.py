@@ -31,6 +31,12 @@ class Case:
     recurrent_dropout: float = 0.0
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
+    bidirectional: bool = False  # wrapped in Bidirectional (merge_mode "concat")
+
+    @property
+    def output_units(self) -> int:
+        """Width of the last output: 2 * units for a bidirectional (concat) case."""
+        return 2 * self.units if self.bidirectional else self.units
 
     @property
     def training(self) -> bool:
@@ -44,6 +50,8 @@ class Case:
     def label(self) -> str:
         """One line naming everything about the case."""
         parts = [self.shape_label, self.dtype, self.mode]
+        if self.bidirectional:
+            parts.append("bidirectional")
         if self.mask != "none":
             parts.append(f"mask={self.mask}")
         if self.recurrent_dropout:
@@ -80,15 +88,17 @@ class Grid:
     recurrent_dropout: Sequence[float] = (0.0,)
     activation: Sequence[str] = ("tanh",)
     recurrent_activation: Sequence[str] = ("sigmoid",)
+    bidirectional: Sequence[bool] = (False,)
 
     def cases(self) -> list[Case]:
         """Ordered so that cases differing only in batch size run one after another."""
         out = []
-        for (dt, mode, mask, rd, act, ract, t, f, u) in itertools.product(
-                self.dtype, self.mode, self.mask, self.recurrent_dropout, self.activation,
-                self.recurrent_activation, self.timesteps, self.features, self.units):
+        for (bi, dt, mode, mask, rd, act, ract, t, f, u) in itertools.product(
+                self.bidirectional, self.dtype, self.mode, self.mask, self.recurrent_dropout,
+                self.activation, self.recurrent_activation, self.timesteps, self.features,
+                self.units):
             for b in self.batch:
-                out.append(Case(b, t, f, u, dt, mode, mask, float(rd), act, ract))
+                out.append(Case(b, t, f, u, dt, mode, mask, float(rd), act, ract, bool(bi)))
         return out
 
 
@@ -110,8 +120,10 @@ class CaseData:
     x: np.ndarray  # (B, T, F)
     mask: Optional[np.ndarray]  # (B, T) bool or None
     lengths: Optional[np.ndarray]  # (B,) valid steps per sample, or None
-    weights: list  # [kernel (F, 4U), recurrent_kernel (U, 4U), bias (4U,)], Keras layout
-    d_out: Optional[np.ndarray]  # (B, U) gradient of the last output, training only
+    # [kernel (F, 4U), recurrent_kernel (U, 4U), bias (4U,)], Keras layout; bidirectional:
+    # the forward direction's three, then the backward direction's (Keras's get_weights order)
+    weights: list
+    d_out: Optional[np.ndarray]  # (B, U) (bidirectional: (B, 2U)) gradient of the last output
     seed: int
 
 
@@ -160,6 +172,8 @@ def make_data(case: Case, seed: int = 0) -> CaseData:
     x = rng.standard_normal((case.batch, case.timesteps, case.features)).astype(dtype)
     mask, lengths = make_mask(case.mask, case.batch, case.timesteps, rng)
     weights = make_weights(case.features, case.units, rng, dtype)
-    d_out = (rng.standard_normal((case.batch, case.units)).astype(dtype)
+    if case.bidirectional:
+        weights += make_weights(case.features, case.units, rng, dtype)
+    d_out = (rng.standard_normal((case.batch, case.output_units)).astype(dtype)
              if case.training else None)
     return CaseData(x=x, mask=mask, lengths=lengths, weights=weights, d_out=d_out, seed=s)

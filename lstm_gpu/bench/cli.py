@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recurrent-dropout", type=_list(float), nargs="+", metavar="RATE")
     g.add_argument("--activation", type=_list(str), nargs="+", metavar="NAME")
     g.add_argument("--recurrent-activation", type=_list(str), nargs="+", metavar="NAME")
+    g.add_argument("--bidirectional", action="store_true",
+                   help="wrap every path in Bidirectional (merge_mode concat): lstm_gpu's "
+                        "Bidirectional, torch's nn.LSTM(bidirectional=True), Keras's "
+                        "Bidirectional")
     g.add_argument("--quick", action="store_true",
                    help="a tiny grid and few repeats: a smoke test of a few seconds")
     r = p.add_argument_group("paths and timing")
@@ -117,6 +121,8 @@ def make_grid(args, on_gpu: bool) -> Grid:
         values = _flat(getattr(args, name))
         if values:
             overrides[name] = tuple(dict.fromkeys(values))  # unique, in order
+    if args.bidirectional:
+        overrides["bidirectional"] = (True,)
     return replace(grid, **overrides)
 
 

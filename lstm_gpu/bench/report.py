@@ -29,6 +29,8 @@ def _sections(results: Sequence[Result]) -> "OrderedDict[tuple, list[Result]]":
 def section_title(r: Result) -> str:
     c = r.case
     title = f"{c.dtype} {c.mode} T={c.timesteps} F={c.features} U={c.units}"
+    if c.bidirectional:
+        title += ", bidirectional"
     if c.mask != "none":
         title += f", {c.mask}-padded mask"
     if c.recurrent_dropout:

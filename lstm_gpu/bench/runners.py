@@ -115,6 +115,10 @@ class LstmGpuRunner(Runner):
             recurrent_activation=case.recurrent_activation,
             recurrent_dropout=case.recurrent_dropout, seed=data.seed % (2**31),
             use_cudnn=self.use_cudnn, dtype=case.dtype)
+        if case.bidirectional:
+            from lstm_gpu import Bidirectional
+
+            layer = Bidirectional(layer, dtype=case.dtype)
         layer.build(data.x.shape)
         layer.set_weights(data.weights)
         return layer
@@ -147,11 +151,13 @@ class LstmGpuRunner(Runner):
                     raise PathSkipped(str(e)) from e
                 raise
             ran = getattr(layer, "last_path", None)
-            if ran == "cupy-reference":  # the kernels declined; timing it would mislabel
+            ran = set(ran) if isinstance(ran, tuple) else {ran}  # Bidirectional: per direction
+            if "cupy-reference" in ran:  # the kernels declined; timing it would mislabel
                 raise PathSkipped("the CUDA kernels do not serve this case (the layer fell "
                                   "back to its CuPy reference)")
-            if ran != self.name:
-                raise RuntimeError(f"the layer ran path {ran!r}, not {self.name!r}")
+            if ran != {self.name}:
+                raise RuntimeError(f"the layer ran path {' and '.join(sorted(map(str, ran)))}, "
+                                   f"not {self.name!r}")
             dx = to_host(layer.backward(d_out)["inputs"]) if case.training else None
             return Outputs(last=to_host(out), dx=dx)
 
@@ -224,14 +230,16 @@ class TorchRunner(Runner):
         torch = self._import()
         dev = torch.device(self.device)
         dtype = getattr(torch, case.dtype)
-        module = torch.nn.LSTM(case.features, case.units, batch_first=True)
+        module = torch.nn.LSTM(case.features, case.units, batch_first=True,
+                               bidirectional=case.bidirectional)
         module = module.to(device=dev, dtype=dtype)
-        kernel, recurrent, bias = data.weights
         with torch.no_grad():  # torch gate order i, f, g, o is Keras's i, f, c, o
-            module.weight_ih_l0.copy_(torch.from_numpy(kernel.T.copy()))
-            module.weight_hh_l0.copy_(torch.from_numpy(recurrent.T.copy()))
-            module.bias_ih_l0.copy_(torch.from_numpy(bias))
-            module.bias_hh_l0.zero_()
+            for k, suffix in enumerate(("_l0", "_l0_reverse")[:1 + case.bidirectional]):
+                kernel, recurrent, bias = data.weights[3 * k:3 * k + 3]
+                getattr(module, "weight_ih" + suffix).copy_(torch.from_numpy(kernel.T.copy()))
+                getattr(module, "weight_hh" + suffix).copy_(torch.from_numpy(recurrent.T.copy()))
+                getattr(module, "bias_ih" + suffix).copy_(torch.from_numpy(bias))
+                getattr(module, "bias_hh" + suffix).zero_()
         x = torch.from_numpy(data.x).to(dev)
         lengths = None if data.lengths is None else torch.from_numpy(data.lengths)
         d_out = None if data.d_out is None else torch.from_numpy(data.d_out).to(dev)
@@ -242,6 +250,8 @@ class TorchRunner(Runner):
             if lengths is not None:
                 inp = pack(inp, lengths, batch_first=True, enforce_sorted=False)
             _, (h, _c) = module(inp)
+            if case.bidirectional:  # Keras's concat: forward's last output, then backward's
+                return torch.cat((h[0], h[1]), dim=1)
             return h[-1]  # (B, U): the output at each sample's last valid step
 
         def run():
@@ -338,6 +348,8 @@ class KerasRunner(Runner):
             recurrent_dropout=case.recurrent_dropout, seed=data.seed % (2**31), dtype=case.dtype,
             # set_weights replaces them; zeros also spare torch a float16 QR it lacks on CPU
             kernel_initializer="zeros", recurrent_initializer="zeros")
+        if case.bidirectional:  # the wrapper's dtype: Keras casts the merged output to it
+            layer = keras.layers.Bidirectional(layer, dtype=case.dtype)
         layer.build(data.x.shape)
         layer.set_weights(data.weights)
         convert = keras.ops.convert_to_tensor

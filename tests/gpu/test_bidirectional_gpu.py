@@ -1,0 +1,89 @@
+"""`Bidirectional` on CuPy input: each direction on the path the dispatcher picks, compared
+with the same wrapper on NumPy input (float64: 1e-10, DESIGN.md section 6).
+
+Skipped without a CUDA device (cuDNN cases also without cuDNN).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_gpu import LSTM, Bidirectional
+from lstm_gpu._xp import gpu_available
+
+try:
+    from tests import lstm_testlib as T_
+    from tests import bidirectional_testlib as BT
+except ImportError:  # tests/ itself on sys.path
+    import lstm_testlib as T_
+    import bidirectional_testlib as BT
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
+    not gpu_available(), reason="needs a CUDA device (CuPy sees none)")]
+
+B, T, F, U = 5, 7, 3, 4
+RTOL = 1e-10
+
+
+def _pair(use_cudnn, merge_mode, mask_kind, **config):
+    """(numpy wrapper, cupy wrapper, x, mask, init) with the same weights."""
+    w = BT.both_weights(F, U)
+    layers = [Bidirectional(LSTM(U, dtype="float64", use_cudnn=use_cudnn, **config),
+                            merge_mode=merge_mode, dtype="float64") for _ in range(2)]
+    for layer in layers:
+        T_.built(layer, (B, T, F), w)
+    return layers, T_.random_inputs(B, T, F), T_.make_mask(mask_kind, B, T), \
+        T_.random_states(B, U) + T_.random_states(B, U, seed=7)
+
+
+@pytest.mark.parametrize("use_cudnn,expected_path", [
+    pytest.param(True, "cudnn", marks=pytest.mark.cudnn),
+    (False, "cuda-kernels"),
+])
+@pytest.mark.parametrize("merge_mode", ["concat", "mul", None])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "left"])
+def test_gpu_matches_numpy_forward_and_backward(use_cudnn, expected_path, merge_mode,
+                                                mask_kind):
+    import cupy as cp
+
+    (cpu, gpu), x, mask, init = _pair(use_cudnn, merge_mode, mask_kind,
+                                      return_sequences=True, return_state=True)
+    expected = T_.call(cpu, x, mask, init, training=True)
+    to_gpu = (lambda a: None if a is None else cp.asarray(a))
+    got = T_.call(gpu, to_gpu(x), to_gpu(mask), [to_gpu(s) for s in init], training=True)
+    assert gpu.last_path == (expected_path, expected_path)
+    assert all(isinstance(g, cp.ndarray) for g in got)
+    for k, (g, e) in enumerate(zip(got, expected)):
+        T_.assert_close(g, e, rtol=RTOL, what=f"output {k}")
+    upstream = T_.random_upstream(expected)
+    want = cpu.backward(BT.upstream_arg(upstream))
+    have = gpu.backward(BT.upstream_arg([to_gpu(u) for u in upstream]))
+    T_.assert_close(have["inputs"], want["inputs"], rtol=RTOL, what="d/d inputs")
+    for k in range(4):
+        T_.assert_close(have["initial_state"][k], want["initial_state"][k], rtol=RTOL)
+    for direction in ("forward", "backward"):
+        for key in BT.WEIGHT_KEYS:
+            T_.assert_close(have[direction][key], want[direction][key], rtol=RTOL,
+                            what=f"d/d {direction} {key}")
+
+
+def test_holes_keep_both_directions_off_cudnn():
+    import cupy as cp
+
+    (cpu, gpu), x, mask, _ = _pair("auto", "sum", "holes")
+    assert gpu.cudnn_ineligibility(mask=mask)
+    got = gpu(cp.asarray(x), mask=cp.asarray(mask))
+    assert gpu.last_path == ("cuda-kernels", "cuda-kernels")
+    T_.assert_close(got, cpu(x, mask=mask), rtol=RTOL)
+
+
+def test_optimizer_step_on_the_gpu_keeps_weights_there():
+    import cupy as cp
+
+    from lstm_gpu.optimizers import Adam
+
+    (_, gpu), x, _, _ = _pair(False, "concat", "none")
+    out = gpu(cp.asarray(x), training=True)
+    Adam().apply(gpu, gpu.backward(cp.ones_like(out)))
+    assert all(isinstance(w, cp.ndarray) for w in gpu.weights)
+    assert np.all(np.isfinite(np.concatenate([w.ravel() for w in gpu.get_weights()])))
