@@ -34,6 +34,16 @@ def backward(cache, d_last=None, d_sequence=None, d_h=None, d_c=None):
                 recurrent_kernel=g.recurrent_kernel, bias=g.bias)
 
 
+def random_problem(seed, steps=5, batch=4, features=3, units=2):
+    """(x (T, B, F), h0, c0, Weights) drawn from `seed`, float64, weights scaled by 0.5."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps, batch, features))
+    h0, c0 = rng.normal(size=(batch, units)) * 0.5, rng.normal(size=(batch, units)) * 0.5
+    w = Weights(rng.normal(size=(features, 4 * units)) * 0.5,
+                rng.normal(size=(units, 4 * units)) * 0.5, rng.normal(size=4 * units) * 0.5)
+    return x, h0, c0, w
+
+
 class FrontAlignedCore:
     """A NumPy stand-in for cuDNN: front-aligned batches, per-sample lengths >= 1.
 

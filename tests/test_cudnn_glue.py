@@ -13,7 +13,7 @@ from fake_cudnn import OnFakeDevice, fake_core
 from lstm_gpu import LSTM, activations
 from lstm_gpu.paths import cudnn as cudnn_path
 from lstm_gpu.paths import masking, numpy_ref
-from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
+from lstm_gpu.paths.base import CellSpec, DropoutMasks
 
 T, B, F, U = 5, 4, 3, 2
 MASKS = {
@@ -27,13 +27,8 @@ def _spec(zofm=False, units=U):
     return CellSpec(units, activations.get("tanh"), activations.get("sigmoid"), True, zofm, 2)
 
 
-def _problem(seed, steps=T, batch=B, features=F, units=U):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(steps, batch, features))
-    h0, c0 = rng.normal(size=(batch, units)) * 0.5, rng.normal(size=(batch, units)) * 0.5
-    w = Weights(rng.normal(size=(features, 4 * units)) * 0.5,
-                rng.normal(size=(units, 4 * units)) * 0.5, rng.normal(size=4 * units) * 0.5)
-    return x, h0, c0, w
+def _problem(seed, steps=T, batch=B):
+    return ref.random_problem(seed, steps, batch, F, U)
 
 
 def _out_grads(seed, steps=T, batch=B, units=U):

@@ -9,7 +9,7 @@ from lstm_gpu import activations
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths import cudnn as cudnn_path
 from lstm_gpu.paths import masking
-from lstm_gpu.paths.base import CellSpec, Weights
+from lstm_gpu.paths.base import CellSpec
 
 RIGHT = np.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)  # (B, T)
 
@@ -137,13 +137,7 @@ def test_select_states_and_split():
 # --- the reference itself: finite differences ---------------------------------------------
 
 
-def _problem(seed, steps=5, batch=4, features=3, units=2):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(steps, batch, features))
-    h0, c0 = rng.normal(size=(batch, units)) * 0.5, rng.normal(size=(batch, units)) * 0.5
-    w = Weights(rng.normal(size=(features, 4 * units)) * 0.5,
-                rng.normal(size=(units, 4 * units)) * 0.5, rng.normal(size=4 * units) * 0.5)
-    return x, h0, c0, w
+_problem = ref.random_problem
 
 
 def _spec(units, zofm=False):

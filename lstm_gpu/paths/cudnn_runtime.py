@@ -27,7 +27,9 @@ What is kept across calls, and why it is safe:
   same handle value).
 - Nothing else: the weight space is packed per call (`cudnn_weights`), the work space is
   allocated per call, and the temp-space sizes are queried before each forward and again
-  before backward (PyTorch and TF re-query there too); the reserve space stays the forward's.
+  before backward, as PyTorch does (aten/src/ATen/native/cudnn/RNN.cpp @00fc08a,
+  `_cudnn_rnn_backward_weight`: cudnnGetRNNTempSpaceSizes with CUDNN_FWD_MODE_TRAINING);
+  the reserve space stays the forward's.
 
 Streams: work goes to CuPy's current stream, set on the handle at every call. A backward on
 another stream than its forward is ordered with events both ways (`ordered_after`).
@@ -296,8 +298,10 @@ class CudnnCore:
         self.contexts = contexts if contexts is not None else ThreadContexts(_Context)
 
     def weight_layout(self, x, units: int) -> WeightLayout:
-        ctx = self.contexts.get(x.device.id)
-        return ctx.plan(plan_key(x.dtype, x.shape[2], units)).layout
+        device_id = x.device.id
+        ctx = self.contexts.get(device_id)
+        with ctx.cp.cuda.Device(device_id):
+            return ctx.plan(plan_key(x.dtype, x.shape[2], units)).layout
 
     def forward(self, ws, x, lengths: np.ndarray, h0, c0, training: bool):
         """(y (T, B, U), hy, cy, token) for x (T, B, F) front-aligned, `lengths` (B,) >= 1."""
@@ -354,7 +358,8 @@ class CudnnCore:
                                    "on the thread that ran the forward")
             data = ctx.data_plan(plan, token.x.shape[0], token.x.shape[1], token.lengths)
             stream = ctx.bind()
-            with ordered_after(token.stream, stream, cp.cuda.Event):
+            with ordered_after(token.stream, stream,
+                               lambda: cp.cuda.Event(disable_timing=True)):
                 dy_c, dhy_c, dcy_c = (device_operand(cp, a, dt) for a in (dy, dhy, dcy))
                 dx = cp.empty_like(token.x)
                 dhx, dcx = cp.empty_like(token.hx), cp.empty_like(token.cx)

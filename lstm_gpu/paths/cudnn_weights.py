@@ -10,21 +10,23 @@ i, f, c, o are linLayerIDs 0..3 / 4..7; Keras's bias goes into the recurrent slo
 input bias stays zero (TF/Keras's own choice).
 
 Never stale: the weight space is packed from the live Keras arrays on *every* call, into a
-fresh buffer (which the call's backward keeps). The options considered, per call, for weights
-of N = 4U(F+U+1) elements (CuPy arrays cannot be made read-only, so nothing can stop
-``layer.kernel[...] = v`` or ``w -= lr * g`` on the arrays the layer hands out):
+fresh buffer (which the call's backward keeps). The options considered, per call, with
+N = 4U(F+U+1) Keras weight elements (the space has 4U more, the zero input bias). CuPy arrays
+cannot be made read-only, so nothing can stop ``layer.kernel[...] = v`` or ``w -= lr * g`` on
+the arrays the layer hands out:
 
-    option                              launches          bytes moved        host syncs
-    repack, fused kernel (chosen)       1                 2N elements        0
-    repack, CuPy copies (before)        5 (memset, 4)     2N elements + N    0
-    content fingerprint + cache         >= 1 reduction    N elements         1 (the compare)
+    option                              launches          elements moved     host syncs
+    repack, fused kernel (chosen)       1                 ~2N                0
+    repack, CuPy copies                 5 (memset, 4)     ~3N                0
+    content fingerprint + cache         >= 1 reduction    N                  1 (the compare)
     version counter + cache (before)    0 when unchanged  0                  0, but stale
                                                                              after in-place
                                                                              edits
 
-A device->host sync per call would serialize the host with the GPU, which costs more than
-the 2N-element copy it saves (8 MB each way for F = U = 512 in float32, microseconds on an
-H100); TensorFlow also repacks per call.
+A device->host sync per call would serialize the host with the GPU, which costs more than the
+copy it saves: ~2N elements are 17 MB for F = U = 512 in float32, about 5 us at an H100's
+memory bandwidth (an estimate; bench/bench_cudnn.py measures the whole call). TensorFlow's
+Keras backend also rebuilds the cuDNN parameter buffer on every call.
 """
 from __future__ import annotations
 
