@@ -6,15 +6,19 @@ to the same path as the forward it differentiates.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from .paths import numpy_ref
 
 NAME_REFERENCE = "cupy-reference"
 
 
-def ineligibility(layer: Any, user_mask: Any, training: bool) -> list[str]:
-    """The cuDNN rules this call fails; mask is the user's, (batch, T) or (T, batch)."""
+def ineligibility(layer: Any, user_mask: Any, training: bool,
+                  device_id: Optional[int] = None) -> list[str]:
+    """The cuDNN rules this call fails; mask is the user's, (batch, T) or (T, batch).
+
+    device_id: the GPU the call runs on, when known (see `dispatch.cudnn_ineligibility`).
+    """
     from . import dispatch
 
     mask_bt = None
@@ -24,7 +28,7 @@ def ineligibility(layer: Any, user_mask: Any, training: bool) -> list[str]:
         activation=layer.activation, recurrent_activation=layer.recurrent_activation,
         use_bias=layer.use_bias, unroll=layer.unroll, dropout=layer.dropout,
         recurrent_dropout=layer.recurrent_dropout, training=training, mask=mask_bt,
-        dtype=layer.compute_dtype)
+        dtype=layer.compute_dtype, implementation=layer.implementation, device_id=device_id)
 
 
 def _kernel_path(layer: Any):
@@ -68,7 +72,7 @@ def select(layer: Any, x: Any, user_mask: Any, training: bool):
     """(path, name) for a CuPy call of `layer`."""
     from . import dispatch
 
-    reasons = ineligibility(layer, user_mask, training)
+    reasons = ineligibility(layer, user_mask, training, device_id=x.device.id)
     fallback, fallback_name = _kernel_path(layer)
     if dispatch.choose_gpu_path(layer.use_cudnn, reasons) == "cudnn":
         from .paths import cudnn

@@ -34,29 +34,80 @@ def backward(cache, d_last=None, d_sequence=None, d_h=None, d_c=None):
                 recurrent_kernel=g.recurrent_kernel, bias=g.bias)
 
 
+def random_problem(seed, steps=5, batch=4, features=3, units=2):
+    """(x (T, B, F), h0, c0, Weights) drawn from `seed`, float64, weights scaled by 0.5."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps, batch, features))
+    h0, c0 = rng.normal(size=(batch, units)) * 0.5, rng.normal(size=(batch, units)) * 0.5
+    w = Weights(rng.normal(size=(features, 4 * units)) * 0.5,
+                rng.normal(size=(units, 4 * units)) * 0.5, rng.normal(size=4 * units) * 0.5)
+    return x, h0, c0, w
+
+
 class FrontAlignedCore:
     """A NumPy stand-in for cuDNN: front-aligned batches, per-sample lengths >= 1.
 
-    Like cuDNN: outputs past a sample's length are zero (paddingFill 0), hy/cy are the states
-    at each sample's last valid step, backward ignores dy past the length.
+    Like cuDNN (the `cudnn_runtime.CudnnCore` interface): weights come as a flat weight space
+    laid out by `weight_layout` (canonical, or `layout` given), and gate k computes
+    W_k x + R_k h + bW_k + bR_k from it; outputs past a sample's length are zero
+    (paddingFill 0), hy/cy are the states at each sample's last valid step, backward ignores
+    dy past the length, leaves dx there unspecified (poisoned with NaN here) and returns the
+    weight gradient as a flat space (dbW = dbR). Like cuDNN's input GEMM over all T * B rows,
+    a NaN anywhere in x reaches the weight gradient (0 * NaN).
     """
 
-    def __init__(self):
+    def __init__(self, layout=None):
         self.calls = []
+        self.layout = layout
 
-    def forward(self, weights, x, lengths, h0, c0, training):
+    def weight_layout(self, x, units):
+        from lstm_gpu.paths import cudnn_weights as cw
+
+        features = x.shape[2]
+        if self.layout is not None:
+            return self.layout
+        return cw.weight_layout(cw.canonical_layout(features, units),
+                                cw.weight_space_elements(features, units), features, units)
+
+    def _keras_weights(self, ws, features, units):
+        lay = self.weight_layout(np.empty((0, 0, features)), units).blocks
+        kernel = np.empty((features, 4 * units), ws.dtype)
+        recurrent = np.empty((units, 4 * units), ws.dtype)
+        bias = np.empty(4 * units, ws.dtype)
+        for k in range(4):
+            cols = slice(k * units, (k + 1) * units)
+            for lin, dst in ((k, kernel), (4 + k, recurrent)):
+                b = lay[lin]
+                dst[:, cols] = ws[b.m_offset:b.m_offset + b.m_shape[0] * b.m_shape[1]].reshape(
+                    b.m_shape).T
+            bw, br = lay[k], lay[4 + k]
+            bias[cols] = ws[bw.b_offset:bw.b_offset + units] + ws[br.b_offset:br.b_offset + units]
+        return kernel, recurrent, bias
+
+    def forward(self, ws, x, lengths, h0, c0, training):
         assert np.all(lengths >= 1), "cuDNN must never see a zero length"
-        steps = x.shape[0]
+        steps, _, features = x.shape
+        units = h0.shape[1]
+        assert ws.shape == (self.weight_layout(x, units).elements,)
         mask = np.arange(steps)[:, None] < np.asarray(lengths)[None, :]
-        _, seq, h, c, cache = forward(x, mask, h0, c0, weights.kernel,
-                                      weights.recurrent_kernel, weights.bias, True)
+        kernel, recurrent, bias = self._keras_weights(ws, features, units)
+        _, seq, h, c, cache = forward(x, mask, h0, c0, kernel, recurrent, bias, True)
         self.calls.append(("forward", np.array(lengths)))
-        return seq, h, c, (cache, mask)
+        return seq, h, c, (cache, mask, features, units)
 
     def backward(self, token, dy, dhy, dcy):
-        cache, mask = token
+        cache, mask, features, units = token
         dy = np.where(mask[:, :, None], dy, 0.0)
         g = backward(cache, None, dy, dhy, dcy)
         # what cuDNN leaves at padded steps is unspecified: poison it
         dx = np.where(mask[:, :, None], g["inputs"], np.nan)
-        return dx, g["h0"], g["c0"], g["kernel"], g["recurrent_kernel"], g["bias"]
+        lay = self.weight_layout(np.empty((0, 0, features)), units)
+        dws = np.full(lay.elements, np.nan)  # gaps between blocks stay poisoned
+        for k in range(4):
+            cols = slice(k * units, (k + 1) * units)
+            for lin, src in ((k, g["kernel"]), (4 + k, g["recurrent_kernel"])):
+                b = lay.blocks[lin]
+                size = b.m_shape[0] * b.m_shape[1]
+                dws[b.m_offset:b.m_offset + size] = src[:, cols].T.ravel()
+                dws[b.b_offset:b.b_offset + units] = g["bias"][cols]
+        return dx, g["h0"], g["c0"], dws

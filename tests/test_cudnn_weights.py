@@ -7,6 +7,8 @@ import pytest
 from lstm_gpu import activations
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths import cudnn as cp_path
+from lstm_gpu.paths import cudnn_runtime as runtime
+from lstm_gpu.paths import cudnn_weights as cw
 from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
 
 F, U = 3, 5
@@ -18,19 +20,19 @@ def _weights(seed=0, f=F, u=U):
 
 
 def test_canonical_layout_offsets():
-    lay = cp_path.canonical_layout(F, U)
+    lay = cw.canonical_layout(F, U)
     assert lay[0].m_offset == 0 and lay[0].m_shape == (U, F)
     assert lay[4].m_offset == 4 * U * F and lay[4].m_shape == (U, U)
     bias0 = 4 * U * F + 4 * U * U
     assert [lay[k].b_offset for k in range(8)] == [bias0 + k * U for k in range(8)]
-    assert lay[7].b_offset + U == cp_path.weight_space_elements(F, U)
+    assert lay[7].b_offset + U == cw.weight_space_elements(F, U)
 
 
 def test_packed_space_computes_keras_gates():
     """W_k x + R_k h + bW_k + bR_k from the flat buffer equals Keras's gate block k."""
     k, rk, b = _weights(1)
-    lay = cp_path.canonical_layout(F, U)
-    flat = cp_path.pack_weights(k, rk, b, lay, np.zeros(cp_path.weight_space_elements(F, U)))
+    lay = cw.canonical_layout(F, U)
+    flat = cw.pack_weights(k, rk, b, lay, np.zeros(cw.weight_space_elements(F, U)))
     rng = np.random.default_rng(2)
     x, h = rng.normal(size=F), rng.normal(size=U)
     keras_z = x @ k + h @ rk + b
@@ -47,10 +49,10 @@ def test_packed_space_computes_keras_gates():
 
 def test_bulk_and_blockwise_packing_agree():
     k, rk, b = _weights(3)
-    lay = cp_path.canonical_layout(F, U)
-    n = cp_path.weight_space_elements(F, U)
-    a = cp_path.pack_weights(k, rk, b, lay, np.full(n, np.nan), canonical=True)
-    c = cp_path.pack_weights(k, rk, b, lay, np.full(n, np.nan), canonical=False)
+    lay = cw.canonical_layout(F, U)
+    n = cw.weight_space_elements(F, U)
+    a = cw.pack_weights(k, rk, b, lay, np.full(n, np.nan), canonical=True)
+    c = cw.pack_weights(k, rk, b, lay, np.full(n, np.nan), canonical=False)
     np.testing.assert_array_equal(a, c)
 
 
@@ -66,7 +68,7 @@ def _shuffled_layout():
     for lin in order[::-1]:
         blocks[lin].append(pos)
         pos += U + 1
-    layout = {lin: cp_path.Block(v[0], v[1], v[2], U) for lin, v in blocks.items()}
+    layout = {lin: cw.Block(v[0], v[1], v[2], U) for lin, v in blocks.items()}
     return layout, pos
 
 
@@ -76,9 +78,9 @@ def test_unpack_inverts_pack(generic):
     if generic:
         lay, n = _shuffled_layout()
     else:
-        lay, n = cp_path.canonical_layout(F, U), cp_path.weight_space_elements(F, U)
-    flat = cp_path.pack_weights(k, rk, b, lay, np.zeros(n), canonical=not generic)
-    dk, drk, db = cp_path.unpack_weight_grads(flat, lay, F, U, canonical=not generic)
+        lay, n = cw.canonical_layout(F, U), cw.weight_space_elements(F, U)
+    flat = cw.pack_weights(k, rk, b, lay, np.zeros(n), canonical=not generic)
+    dk, drk, db = cw.unpack_weight_grads(flat, lay, F, U, canonical=not generic)
     np.testing.assert_array_equal(dk, k)
     np.testing.assert_array_equal(drk, rk)
     np.testing.assert_array_equal(db, b)  # the recurrent-bias slot, not bW + bR
@@ -99,12 +101,28 @@ def test_path_refuses_what_it_cannot_run():
         cp_path.forward(Weights(k, rk, b), x, None, h, h, _spec(), None, False)
     with pytest.raises(PathUnavailable) as info:
         cp_path.forward(Weights(k, rk, None), x, None, h, h,
-                        _spec("relu", "hard_sigmoid", use_bias=False),
-                        DropoutMasks(inputs=np.ones((1, 1, F))), True)
+                        _spec("relu", "hard_sigmoid", use_bias=False), None, True)
     msg = str(info.value)
     for reason in ("activation is not tanh", "recurrent_activation is not sigmoid",
-                   "use_bias=False", "dropout in training"):
+                   "use_bias=False"):
         assert reason in msg
+
+
+@pytest.mark.parametrize("masks,reasons", [
+    (DropoutMasks(inputs=np.ones((4, 1, F))), ["dropout with implementation=1 in training"]),
+    (DropoutMasks(recurrent=np.ones((4, 1, U))), ["recurrent_dropout in training"]),
+    (DropoutMasks(inputs=np.ones((4, 1, F)), recurrent=np.ones((4, 1, U))),
+     ["recurrent_dropout in training", "dropout with implementation=1 in training"]),
+])
+def test_glue_refuses_per_gate_and_recurrent_dropout(masks, reasons):
+    import lstm_reference as ref
+
+    k, rk, b = _weights(5)
+    h = np.zeros((1, U))
+    glue = cp_path.FrontAlignedPath(ref.FrontAlignedCore())
+    with pytest.raises(PathUnavailable) as info:
+        glue.forward(Weights(k, rk, b), np.zeros((2, 1, F)), None, h, h, _spec(), masks, True)
+    assert str(info.value) == "; ".join(reasons)
 
 
 def test_backward_without_saved():
@@ -115,12 +133,12 @@ def test_backward_without_saved():
 def test_math_modes(monkeypatch):
     from lstm_gpu.cuda.cudnn import _bindings as B
 
-    monkeypatch.delenv(cp_path.ENV_ALLOW_TF32, raising=False)
-    assert cp_path._math(np.float32) == (B.DATA_FLOAT, B.FMA_MATH)
-    assert cp_path._math(np.float64) == (B.DATA_DOUBLE, B.DEFAULT_MATH)
-    assert cp_path._math(np.float16) == (B.DATA_FLOAT, B.TENSOR_OP_MATH)
-    monkeypatch.setenv(cp_path.ENV_ALLOW_TF32, "1")
-    assert cp_path._math(np.float32) == (B.DATA_FLOAT, B.DEFAULT_MATH)
+    monkeypatch.delenv(runtime.ENV_ALLOW_TF32, raising=False)
+    assert runtime.math_mode(np.float32) == (B.DATA_FLOAT, B.FMA_MATH)
+    assert runtime.math_mode(np.float64) == (B.DATA_DOUBLE, B.DEFAULT_MATH)
+    assert runtime.math_mode(np.float16) == (B.DATA_FLOAT, B.TENSOR_OP_MATH)
+    monkeypatch.setenv(runtime.ENV_ALLOW_TF32, "1")
+    assert runtime.math_mode(np.float32) == (B.DATA_FLOAT, B.DEFAULT_MATH)
 
 
 def test_module_name():

@@ -34,12 +34,13 @@ def test_eligible(cudnn_loads):
     (dict(activation=activations.get(lambda v: v)), "activation is not tanh"),
     (dict(recurrent_activation=activations.get("hard_sigmoid")),
      "recurrent_activation is not sigmoid"),
-    (dict(dropout=0.2, training=True), "dropout in training"),
+    (dict(dropout=0.2, training=True, implementation=1),
+     "dropout with implementation=1 in training"),
     (dict(recurrent_dropout=0.2, training=True), "recurrent_dropout in training"),
     (dict(unroll=True), "unroll=True"),
     (dict(use_bias=False), "use_bias=False"),
-    (dict(mask=np.array([[0, 1, 1]], bool)), "mask is not strictly right-padded"),
-    (dict(mask=np.array([[1, 0, 1]], bool)), "mask is not strictly right-padded"),
+    (dict(mask=np.array([[1, 0, 1]], bool)), "mask has holes"),
+    (dict(mask=np.array([[1, 1, 1], [0, 1, 0], [1, 0, 1]], bool)), "mask has holes"),
     (dict(dtype=np.int32), "dtype not supported by cuDNN"),
     (dict(dtype=np.complex64), "dtype not supported by cuDNN"),
 ])
@@ -50,19 +51,24 @@ def test_each_rule(cudnn_loads, overrides, reason):
 def test_reason_constants_are_stable():
     assert dispatch.REASON_ACTIVATION == "activation is not tanh"
     assert dispatch.REASON_RECURRENT_ACTIVATION == "recurrent_activation is not sigmoid"
-    assert dispatch.REASON_DROPOUT == "dropout in training"
+    assert dispatch.REASON_DROPOUT == "dropout with implementation=1 in training"
     assert dispatch.REASON_RECURRENT_DROPOUT == "recurrent_dropout in training"
     assert dispatch.REASON_UNROLL == "unroll=True"
     assert dispatch.REASON_USE_BIAS == "use_bias=False"
-    assert dispatch.REASON_MASK == "mask is not strictly right-padded"
+    assert dispatch.REASON_MASK == "mask has holes"
     assert dispatch.REASON_DTYPE == "dtype not supported by cuDNN"
     assert dispatch.REASON_UNAVAILABLE == "cuDNN not available"
 
 
 def test_not_rules(cudnn_loads):
     assert _reasons(dropout=0.5, recurrent_dropout=0.5, training=False) == []
+    assert _reasons(dropout=0.5, recurrent_dropout=0.5, training=False, implementation=1) == []
+    assert _reasons(dropout=0.5, training=True) == []  # implementation 2: x * mask first
+    assert _reasons(dropout=0.5, training=True, implementation=2) == []
     assert _reasons(mask=np.array([[1, 1, 0], [1, 1, 1]], bool)) == []
     assert _reasons(mask=np.array([[1, 1, 0], [0, 0, 0]], bool)) == []  # fully masked: ours
+    assert _reasons(mask=np.array([[0, 1, 1], [0, 0, 1]], bool)) == []  # left-padded
+    assert _reasons(mask=np.array([[0, 1, 1, 0], [1, 1, 0, 0]], bool)) == []  # both sides
     for dt in (np.float16, np.float64, "float32"):
         assert _reasons(dtype=dt) == []
 
@@ -71,12 +77,13 @@ def test_every_failed_rule_in_order(monkeypatch):
     monkeypatch.setitem(dispatch._avail, "reason", "no libcudnn.so.9")
     got = _reasons(activation=activations.get("relu"), use_bias=False, unroll=True,
                    dropout=0.1, recurrent_dropout=0.1, training=True, dtype=np.int8,
-                   recurrent_activation=activations.get("tanh"),
-                   mask=np.array([[0, 1]], bool))
+                   recurrent_activation=activations.get("tanh"), implementation=1,
+                   mask=np.array([[1, 0, 1]], bool))
     assert got == ["activation is not tanh", "recurrent_activation is not sigmoid",
-                   "dropout in training", "recurrent_dropout in training", "unroll=True",
-                   "use_bias=False", "mask is not strictly right-padded",
-                   "dtype not supported by cuDNN", "cuDNN not available: no libcudnn.so.9"]
+                   "dropout with implementation=1 in training",
+                   "recurrent_dropout in training", "unroll=True", "use_bias=False",
+                   "mask has holes", "dtype not supported by cuDNN",
+                   "cuDNN not available: no libcudnn.so.9"]
 
 
 def test_real_availability_is_cached():

@@ -63,3 +63,24 @@ def test_ineligibility_lists_the_layers_rules():
                    dispatch.REASON_RECURRENT_DROPOUT):
         assert reason in reasons
     assert dispatch.REASON_RECURRENT_DROPOUT not in layer.cudnn_ineligibility(training=False)
+
+
+def test_left_padded_masks_and_input_dropout_keep_cudnn(monkeypatch):
+    import numpy as np
+
+    monkeypatch.setitem(dispatch._avail, "reason", None)
+    lengths = np.array([5, 2, 0, 3])
+    left = np.arange(5)[None, :] >= (5 - lengths)[:, None]  # Keras's pad_sequences default
+    layer = LSTM(4)
+    assert layer.cudnn_ineligibility(mask=left, training=True) == []
+    assert layer.cudnn_ineligibility(mask=left[:, ::-1], training=True) == []  # right-padded
+    holes = left.copy()
+    holes[0, 2] = False
+    assert layer.cudnn_ineligibility(mask=holes) == [dispatch.REASON_MASK]
+    assert LSTM(4, dropout=0.3).cudnn_ineligibility(training=True) == []
+    assert LSTM(4, dropout=0.3, implementation=1).cudnn_ineligibility(training=True) == [
+        dispatch.REASON_DROPOUT]
+    assert LSTM(4, dropout=0.3, recurrent_dropout=0.2).cudnn_ineligibility(training=True) == [
+        dispatch.REASON_DROPOUT, dispatch.REASON_RECURRENT_DROPOUT]  # forces implementation 1
+    time_major = LSTM(4, time_major=True)
+    assert time_major.cudnn_ineligibility(mask=left.T, training=True) == []

@@ -9,7 +9,7 @@ from lstm_gpu import activations
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths import cudnn as cudnn_path
 from lstm_gpu.paths import masking
-from lstm_gpu.paths.base import CellSpec, Weights
+from lstm_gpu.paths.base import CellSpec
 
 RIGHT = np.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)  # (B, T)
 
@@ -21,14 +21,16 @@ def _rows(*rows):
 # --- the dispatcher's mask tests ----------------------------------------------------------
 
 
-def test_is_right_padded():
-    assert masking.is_right_padded(RIGHT)
-    assert masking.is_right_padded(_rows([0, 0, 0], [1, 1, 1]))  # fully masked counts
-    assert masking.is_right_padded(np.ones((2, 1), bool))
-    assert not masking.is_right_padded(_rows([1, 1, 0], [0, 1, 1]))  # left-padded row
-    assert not masking.is_right_padded(_rows([1, 0, 1]))  # hole
+def test_is_one_run_per_row():
+    assert masking.is_one_run_per_row(RIGHT)
+    assert masking.is_one_run_per_row(_rows([0, 0, 0], [1, 1, 1]))  # fully masked counts
+    assert masking.is_one_run_per_row(np.ones((2, 1), bool))
+    assert masking.is_one_run_per_row(_rows([1, 1, 0], [0, 1, 1]))  # a left-padded row
+    assert masking.is_one_run_per_row(_rows([0, 1, 1, 0], [0, 0, 0, 1]))  # padded both sides
+    assert not masking.is_one_run_per_row(_rows([1, 0, 1]))  # hole
+    assert not masking.is_one_run_per_row(_rows([1, 1, 1], [0, 1, 0], [1, 0, 1]))
     with pytest.raises(ValueError):
-        masking.is_right_padded(np.ones(3, bool))
+        masking.is_one_run_per_row(np.ones(3, bool))
 
 
 def test_has_fully_masked_sample():
@@ -135,13 +137,7 @@ def test_select_states_and_split():
 # --- the reference itself: finite differences ---------------------------------------------
 
 
-def _problem(seed, steps=5, batch=4, features=3, units=2):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(steps, batch, features))
-    h0, c0 = rng.normal(size=(batch, units)) * 0.5, rng.normal(size=(batch, units)) * 0.5
-    w = Weights(rng.normal(size=(features, 4 * units)) * 0.5,
-                rng.normal(size=(units, 4 * units)) * 0.5, rng.normal(size=4 * units) * 0.5)
-    return x, h0, c0, w
+_problem = ref.random_problem
 
 
 def _spec(units, zofm=False):
@@ -199,7 +195,8 @@ def test_cudnn_glue_matches_reference(name, zofm):
     mask = GLUE_MASKS[name]
     x, h0, c0, w = _problem(4)
     core = ref.FrontAlignedCore()
-    res = cudnn_path._run_forward(core, w, x, mask, h0, c0, _spec(2, zofm), training=True)
+    glue = cudnn_path.FrontAlignedPath(core)
+    res = glue.forward(w, x, mask, h0, c0, _spec(2, zofm), None, True)
     last, seq, h, c, cache = ref.forward(x, mask, h0, c0, w.kernel, w.recurrent_kernel,
                                          w.bias, zofm)
     for got, want in ((res.last, last), (res.sequence, seq), (res.h, h), (res.c, c)):
@@ -208,7 +205,7 @@ def test_cudnn_glue_matches_reference(name, zofm):
         assert core.calls == []  # nothing reached the "cuDNN" core
     rng = np.random.default_rng(5)
     dseq, dl, dh, dc = (rng.normal(size=s) for s in [(5, 4, 2), (4, 2), (4, 2), (4, 2)])
-    got = cudnn_path._run_backward(res.saved, dl, dseq, dh, dc)
+    got = glue.backward(res.saved, dl, dseq, dh, dc)
     want = ref.backward(cache, dl, dseq, dh, dc)
     for field, key in (("inputs", "inputs"), ("h0", "h0"), ("c0", "c0"), ("kernel", "kernel"),
                        ("recurrent_kernel", "recurrent_kernel"), ("bias", "bias")):
@@ -219,10 +216,11 @@ def test_cudnn_glue_matches_reference(name, zofm):
 def test_cudnn_glue_partial_grads():
     x, h0, c0, w = _problem(6)
     mask = GLUE_MASKS["left"]
-    res = cudnn_path._run_forward(ref.FrontAlignedCore(), w, x, mask, h0, c0, _spec(2), True)
+    glue = cudnn_path.FrontAlignedPath(ref.FrontAlignedCore())
+    res = glue.forward(w, x, mask, h0, c0, _spec(2), None, True)
     *_, cache = ref.forward(x, mask, h0, c0, w.kernel, w.recurrent_kernel, w.bias)
     dl = np.ones((4, 2))
-    got = cudnn_path._run_backward(res.saved, dl, None, None, None)
+    got = glue.backward(res.saved, dl, None, None, None)
     want = ref.backward(cache, dl)
     np.testing.assert_allclose(got.inputs, want["inputs"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(got.kernel, want["kernel"], rtol=1e-12, atol=1e-14)
@@ -232,5 +230,6 @@ def test_cudnn_glue_rejects_non_contiguous_mask():
     x, h0, c0, w = _problem(7)
     mask = GLUE_MASKS["right"].copy()
     mask[4, 0] = True  # sample 0 becomes [1, 1, 1, 0, 1]: a hole
-    with pytest.raises(PathUnavailable, match="contiguous"):
-        cudnn_path._run_forward(ref.FrontAlignedCore(), w, x, mask, h0, c0, _spec(2), False)
+    with pytest.raises(PathUnavailable, match="mask has holes"):
+        cudnn_path.FrontAlignedPath(ref.FrontAlignedCore()).forward(w, x, mask, h0, c0,
+                                                                     _spec(2), None, False)

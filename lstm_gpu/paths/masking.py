@@ -3,9 +3,9 @@
 Pure array code, NumPy or CuPy (the module of the array given), so CI tests it with NumPy.
 
 Notation (processing order, time-major): a (T, B) mask row b is *one contiguous run* when its
-valid steps are exactly ``[s_b, s_b + n_b)``. Right-padded rows have ``s_b = 0`` (user masks
-that pass the cuDNN rule); with ``go_backwards`` the layer flips time, so they arrive
-left-padded (``s_b + n_b = T``). Fully masked rows have ``n_b = 0``; we set ``s_b = T``.
+valid steps are exactly ``[s_b, s_b + n_b)``. Right-padded rows have ``s_b = 0``, left-padded
+ones ``s_b + n_b = T`` (Keras's `pad_sequences` pads in front by default, and ``go_backwards``
+flips a right-padded mask into one). Fully masked rows have ``n_b = 0``; we set ``s_b = T``.
 
 Keras's masked-step rule (TF backend, `base.py`): h and c are carried through masked steps;
 the output of a masked step repeats the previous output, which is zeros before the first
@@ -33,19 +33,19 @@ from .._xp import array_module, to_numpy
 # --- the dispatcher's tests on the user's (B, T) mask ---------------------------------------
 
 
-def is_right_padded(mask: Any) -> bool:
-    """True when every row of a (B, T) bool mask is valid steps then masked steps.
+def is_one_run_per_row(mask: Any) -> bool:
+    """True when the valid steps of every row of a (B, T) bool mask are contiguous.
 
-    Fully masked and fully valid rows count as right-padded (Keras's
-    `_is_sequence_right_padded` agrees). NumPy or CuPy; returns a Python bool.
+    That is right-padded (valid then masked), left-padded (masked then valid: Keras's
+    `pad_sequences` default), both, fully valid or fully masked; False for a row with a hole
+    (valid, masked, valid). NumPy or CuPy (one small device-to-host read); a Python bool.
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be (batch, timesteps), got shape {mask.shape}")
-    if mask.shape[1] < 2:
-        return True
     xp = array_module(mask)
     m = mask.astype(bool, copy=False)
-    return not bool(xp.any(m[:, 1:] & ~m[:, :-1]))
+    rises = m[:, :1].astype(xp.int32) + (m[:, 1:] & ~m[:, :-1]).sum(axis=1, keepdims=True)
+    return not bool(xp.any(rises > 1))
 
 
 def has_fully_masked_sample(mask: Any) -> bool:

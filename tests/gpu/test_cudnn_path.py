@@ -12,7 +12,8 @@ import pytest
 import lstm_reference as ref
 from lstm_gpu import activations
 from lstm_gpu.paths import cudnn as cudnn_path
-from lstm_gpu.paths.base import CellSpec, Weights
+from lstm_gpu.paths import cudnn_runtime, cudnn_weights, numpy_ref
+from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
 
 pytestmark = [pytest.mark.gpu, pytest.mark.cudnn]
 
@@ -59,12 +60,13 @@ def _problem(seed, steps, batch, mask_kind):
     return x, mask, h0, c0, w
 
 
-def _run(dtype, x, mask, h0, c0, w, zofm, training=True):
+def _run(dtype, x, mask, h0, c0, w, zofm, training=True, input_mask=None):
     cp = _cp()
     dev = lambda a: cp.asarray(a, dtype=dtype)  # noqa: E731
     weights = Weights(dev(w[0]), dev(w[1]), dev(w[2]))
+    dropout = None if input_mask is None else DropoutMasks(inputs=dev(input_mask))
     res = cudnn_path.forward(weights, dev(x), None if mask is None else cp.asarray(mask),
-                             dev(h0), dev(c0), _spec(zofm), None, training)
+                             dev(h0), dev(c0), _spec(zofm), dropout, training)
     return res
 
 
@@ -129,34 +131,111 @@ def test_backward_runs_once():
         cudnn_path.backward(res.saved, d, None, None, None)
 
 
-def test_weight_layout_is_canonical_on_this_cudnn():
+def _context():
     cp = _cp()
-    ctx = cudnn_path._context(cp.cuda.runtime.getDevice())
+    return cudnn_path._cudnn_path().core.contexts.get(cp.cuda.runtime.getDevice())
+
+
+def test_weight_layout_is_canonical_on_this_cudnn():
+    ctx = _context()
     for dtype in (np.float16, np.float32, np.float64):
         for f, u in ((1, 1), (8, 16), (512, 512), (3, 7)):
-            plan = ctx.plan(dtype, f, u)
-            assert plan.layout == cudnn_path.canonical_layout(f, u), (dtype, f, u)
-            assert plan.canonical
+            plan = ctx.plan(cudnn_runtime.plan_key(dtype, f, u))
+            assert plan.layout.blocks == cudnn_weights.canonical_layout(f, u), (dtype, f, u)
+            assert plan.layout.canonical
 
 
-def test_weight_cache_uses_version():
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_pack_kernel_matches_the_numpy_packing(dtype):
     cp = _cp()
-    x, mask, h0, c0, w = _problem(14, 6, 3, "none")
-    weights = Weights(*(cp.asarray(a, np.float64) for a in w))
-    ctx = cudnn_path._context(cp.cuda.runtime.getDevice())
-    plan = ctx.plan(np.float64, FEATURES, UNITS)
-    assert ctx.weight_space(plan, weights) is not ctx.weight_space(plan, weights)  # no version
-    weights.version = 1
-    ws = ctx.weight_space(plan, weights)
-    assert ctx.weight_space(plan, weights) is ws
-    weights.kernel += 1.0  # in place: the layer bumps the version
-    weights.version = 2
-    ws2 = ctx.weight_space(plan, weights)
-    assert ws2 is not ws
-    res = cudnn_path.forward(weights, cp.asarray(x), None, cp.asarray(h0), cp.asarray(c0),
-                             _spec(), None, False)
-    last, *_ = ref.forward(x, None, h0, c0, w[0] + 1.0, w[1], w[2])
+    rng = np.random.default_rng(3)
+    for f, u in ((1, 1), (8, 16), (3, 7), (300, 129)):
+        k, rk, b = (rng.normal(size=s).astype(dtype) for s in ((f, 4 * u), (u, 4 * u),
+                                                                (4 * u,)))
+        lay = _context().plan(cudnn_runtime.plan_key(dtype, f, u)).layout
+        got = cudnn_weights.pack(Weights(cp.asarray(k), cp.asarray(rk), cp.asarray(b)), lay,
+                                 dtype)
+        want = cudnn_weights.pack_weights(k, rk, b, lay.blocks, np.zeros(lay.elements, dtype),
+                                          canonical=True)
+        np.testing.assert_array_equal(cp.asnumpy(got), want)
+
+
+def test_in_place_weight_edit_reaches_the_next_call():
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(14, 6, 3, "left")
+    weights = Weights(*(cp.asarray(a, np.float64) for a in w), version=5)
+    args = (cp.asarray(x), cp.asarray(mask), cp.asarray(h0), cp.asarray(c0), _spec(), None,
+            False)
+    cudnn_path.forward(weights, *args)
+    weights.kernel += 1.0  # in place, version unchanged (what layer.kernel[...] = v does)
+    weights.bias[:3] = 0.0
+    res = cudnn_path.forward(weights, *args)
+    bias = w[2].copy()
+    bias[:3] = 0.0
+    last, *_ = ref.forward(x, mask, h0, c0, w[0] + 1.0, w[1], bias)
     _close(res.last, last, 1e-10, "last after in-place update")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "left", "left_fully_masked"])
+def test_input_dropout_parity(dtype, mask_kind):
+    x, mask, h0, c0, w = _problem(17, 23, 9, mask_kind)
+    rd = lambda a: a.astype(dtype).astype(np.float64)  # noqa: E731 - the data cuDNN sees
+    x, h0, c0, w = rd(x), rd(h0), rd(c0), tuple(rd(a) for a in w)
+    keep = np.random.default_rng(18).random((1, 9, FEATURES)) >= 0.3
+    input_mask = rd(keep / 0.7)
+    res = _run(dtype, x, mask, h0, c0, w, False, input_mask=input_mask)
+    spec = CellSpec(UNITS, activations.get("tanh"), activations.get("sigmoid"), True, False, 2)
+    want = numpy_ref.forward(Weights(*w), x, mask, h0, c0, spec,
+                             DropoutMasks(inputs=input_mask), True)
+    rel = TOL[dtype]
+    _close(res.sequence, want.sequence, rel, "sequence")
+    cp = _cp()
+    dseq = np.random.default_rng(19).normal(size=want.sequence.shape)
+    g = cudnn_path.backward(res.saved, None, cp.asarray(dseq, dtype), None, None)
+    gw = numpy_ref.backward(want.saved, None, dseq, None, None)
+    for field in ("inputs", "kernel", "recurrent_kernel", "bias"):
+        _close(getattr(g, field), getattr(gw, field), rel * 10 if dtype == np.float32 else rel,
+               field)
+
+
+def test_misaligned_time_major_view():
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(20, 9, 1, "none")
+    x = x[:, :, :3].astype(np.float32)  # B * F = 3: x[1:] starts 12 bytes into the buffer
+    kernel = w[0][:3]
+    big = cp.asarray(np.concatenate([x[:1], x]))
+    assert big[1:].data.ptr % 16 != 0
+    weights = Weights(*(cp.asarray(a, np.float32) for a in (kernel, w[1], w[2])))
+    res = cudnn_path.forward(weights, big[1:], None, cp.asarray(h0, np.float32),
+                             cp.asarray(c0, np.float32), _spec(), None, False)
+    last, *_ = ref.forward(x.astype(np.float64), None, h0, c0, kernel, w[1], w[2])
+    _close(res.last, last, 1e-5, "last")
+
+
+def test_backward_on_another_stream_and_thread():
+    import threading
+
+    cp = _cp()
+    x, mask, h0, c0, w = _problem(21, 40, 16, "left")
+    stream_a, stream_b = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
+    with stream_a:
+        res = _run(np.float64, x, mask, h0, c0, w, False)
+    out = []
+
+    def backward():
+        with stream_b:
+            out.append(cudnn_path.backward(res.saved, None, cp.ones_like(res.sequence), None,
+                                           None))
+        stream_b.synchronize()
+
+    t = threading.Thread(target=backward)
+    t.start()
+    t.join()
+    last, seq, h, c, cache = ref.forward(x, mask, h0, c0, *w)
+    want = ref.backward(cache, None, np.ones_like(seq))
+    _close(out[0].kernel, want["kernel"], 1e-10, "kernel")
+    _close(out[0].inputs, want["inputs"], 1e-10, "inputs")
 
 
 def test_memory_pool_does_not_grow():
@@ -164,7 +243,6 @@ def test_memory_pool_does_not_grow():
     x, mask, h0, c0, w = _problem(15, 20, 8, "right")
     dev = [cp.asarray(a, np.float32) for a in (x, h0, c0)]
     weights = Weights(*(cp.asarray(a, np.float32) for a in w))
-    weights.version = 0
     m = cp.asarray(mask)
     pool = cp.get_default_memory_pool()
 
@@ -229,20 +307,23 @@ LAYER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [None, "post", "pre"])
 @pytest.mark.parametrize("kw", LAYER_CASES)
 def test_layer_parity(kw, masked):
-    if masked and kw.get("time_major"):
-        pytest.skip("the user mask layout under time_major is the layer's choice")
     cp = _cp()
     cpu, gpu = _layers(**kw)
     rng = np.random.default_rng(21)
     batch, steps = 6, 12
     x = rng.normal(size=(batch, steps, FEATURES))
     lengths = np.array([12, 1, 5, 0, 12, 7])
-    mask = np.arange(steps)[None, :] < lengths[:, None] if masked else None  # (B, T)
+    mask = None
+    if masked == "post":
+        mask = np.arange(steps)[None, :] < lengths[:, None]  # (B, T)
+    elif masked == "pre":  # Keras's pad_sequences default
+        mask = np.arange(steps)[None, :] >= (steps - lengths)[:, None]
     if kw.get("time_major"):
         x = x.transpose(1, 0, 2).copy()
+        mask = None if mask is None else mask.T.copy()  # (T, B) for a time-major layer
     h0, c0 = rng.normal(size=(batch, UNITS)), rng.normal(size=(batch, UNITS))
     out_cpu = cpu(x, mask=mask, training=True, initial_state=[h0, c0])
     gpu.build(x.shape)
@@ -290,3 +371,42 @@ def test_layer_auto_falls_back_and_says_why():
     strict = lstm_gpu.LSTM(UNITS, activation="relu", use_cudnn=True)
     with pytest.raises(ValueError, match="activation is not tanh"):
         strict(cp.ones((2, 3, FEATURES), cp.float32))
+
+
+def test_layer_in_place_weight_edit():
+    cp = _cp()
+    cpu, gpu = _layers(return_sequences=True)
+    x = np.random.default_rng(23).normal(size=(4, 9, FEATURES))
+    cpu(x)
+    gpu.build(x.shape)
+    gpu.set_weights(cpu.get_weights())
+    gpu(cp.asarray(x))
+    for layer in (cpu, gpu):
+        layer.kernel[...] = layer.kernel * 0.5
+        layer.recurrent_kernel[0] += 0.25
+        layer.bias[...] = layer.bias - 0.1
+    out = gpu(cp.asarray(x))
+    assert gpu.last_path == "cudnn"
+    _close(out, np.asarray(cpu(x)), 1e-10, "output after in-place edits")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layer_input_dropout_runs_on_cudnn_like_the_kernel_path(dtype):
+    lstm_gpu = pytest.importorskip("lstm_gpu")
+    cp = _cp()
+    rng = np.random.default_rng(24)
+    x = cp.asarray(rng.normal(size=(5, 11, FEATURES)), dtype)
+    mask = cp.asarray(np.arange(11)[None, :] >= np.array([0, 3, 10, 11, 6])[:, None])
+    layers = [lstm_gpu.LSTM(UNITS, dropout=0.3, seed=7, use_cudnn=u, return_sequences=True,
+                            dtype=dtype) for u in (True, False)]
+    layers[0].build(x.shape)
+    layers[1].build(x.shape)
+    layers[1].set_weights(layers[0].get_weights())
+    outs = [layer(x, mask=mask, training=True) for layer in layers]
+    assert [layer.last_path for layer in layers] == ["cudnn", "cuda-kernels"]
+    rel = TOL[np.dtype(dtype).type]
+    _close(outs[0], cp.asnumpy(outs[1]).astype(np.float64), rel, "output")
+    d = cp.ones_like(outs[0])
+    grads = [layer.backward(d) for layer in layers]
+    for key in ("inputs", "kernel"):
+        _close(grads[0][key], cp.asnumpy(grads[1][key]).astype(np.float64), rel * 10, key)

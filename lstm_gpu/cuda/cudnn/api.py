@@ -9,6 +9,9 @@ handle after the CUDA context is torn down can crash, and the OS reclaims everyt
 Handles: one per (device, thread), created lazily by `get_handle()` (cuDNN handles must not be
 shared by threads, and bind to the device current at creation). The caller sets the stream
 before each use (`Handle.set_stream`), so cuDNN runs in order with CuPy's current stream.
+A failed `cudnnCreate` is remembered per device for the process: the first failure raises
+its `CudnnError`, later requests for that device raise `CudnnNotAvailable` without trying
+again (`handle_failure` says why), so a caller falling back warns once, not once per call.
 """
 from __future__ import annotations
 
@@ -277,6 +280,8 @@ class RNNDataDescriptor(_Resource):
 # --- per (device, thread) handles -----------------------------------------------------------
 
 _local = threading.local()
+_failed_lock = threading.Lock()
+_failed_handles: dict[int, CudnnError] = {}
 
 
 def current_device_id() -> int:
@@ -299,10 +304,27 @@ def get_handle(device_id: Optional[int] = None) -> Handle:
     if handle is None:
         from ..._xp import cupy_module
 
-        with cupy_module().cuda.Device(device_id):
-            handle = Handle(device_id)
+        why = handle_failure(device_id)
+        if why is not None:
+            raise CudnnNotAvailable(why)
+        try:
+            with cupy_module().cuda.Device(device_id):
+                handle = Handle(device_id)
+        except CudnnError as e:
+            with _failed_lock:
+                _failed_handles.setdefault(device_id, e)
+            raise
         handles[device_id] = handle
     return handle
+
+
+def handle_failure(device_id: int) -> Optional[str]:
+    """Why `cudnnCreate` failed earlier on `device_id` in this process, or None."""
+    with _failed_lock:
+        error = _failed_handles.get(device_id)
+    if error is None:
+        return None
+    return f"cudnnCreate failed on device {device_id}: {error}"
 
 
 def can_create_handle() -> tuple[bool, str]:
