@@ -9,6 +9,9 @@ a test checks it). Formulas follow Keras 3's NumPy backend (`keras/src/backend/n
 `clip(0.2x + 0.5, 0, 1)` is `hard_sigmoid` for `lstm_gpu.compat.v1.LSTM` (``legacy=True``)
 and is also reachable everywhere by the explicit name ``"hard_sigmoid_keras2"``.
 
+Every value and every derivative is NaN at a NaN input (Keras's activations give NaN there;
+a piecewise formula written with comparisons would not, see `_where`).
+
 A Python callable is accepted too; its derivative is then taken by a central finite
 difference (documented in `LSTM.backward`), unless the callable has a ``derivative``
 attribute ``(x, y) -> dy/dx``.
@@ -99,14 +102,21 @@ def _elu(x, alpha):
     return xp.where(x >= 0, x, _c(x, alpha) * xp.expm1(x))
 
 
-def _where(cond, a, x):
-    """`cond ? a : 0` in x's dtype; a may be a scalar."""
+def _where(cond, a, x, otherwise=0):
+    """`cond ? a : otherwise` in x's dtype, and NaN where x is NaN (a comparison with NaN
+    is false, so a piecewise formula would turn NaN into a number); a may be a scalar."""
     xp = array_module(x)
-    return xp.where(cond, a, _c(x, 0)).astype(x.dtype, copy=False)
+    out = xp.where(cond, a, _c(x, otherwise))
+    return xp.where(xp.isnan(x), x, out).astype(x.dtype, copy=False)
 
 
 def _inside(x, lo, hi, value):
     return _where((x > lo) & (x < hi), _c(x, value), x)
+
+
+def _one(x, y):
+    """The derivative 1 (linear), NaN at NaN like every derivative here."""
+    return _where(x == x, _c(x, 1), x)
 
 
 def _gelu(x):
@@ -144,15 +154,14 @@ def _sparse_plus(x):
 
 
 def _sparse_plus_grad(x, y):
-    xp = array_module(x)
-    mid = (x + _c(x, 1)) / _c(x, 2)
-    return xp.where(x <= -1, _c(x, 0), xp.where(x < 1, mid, _c(x, 1))).astype(x.dtype)
+    # 0 below -1, (x + 1) / 2 inside, 1 above: clip keeps NaN where a `where` chain would not.
+    return (array_module(x).clip(x, _c(x, -1), _c(x, 1)) + _c(x, 1)) / _c(x, 2)
 
 
 def _soft_shrink(x):
-    xp = array_module(x)
+    # x - t above t, x + t below -t, 0 between: x - clip(x, -t, t), which keeps NaN.
     t = _c(x, SHRINK_THRESHOLD)
-    return xp.where(x > t, x - t, xp.where(x < -t, x + t, _c(x, 0))).astype(x.dtype)
+    return x - array_module(x).clip(x, -t, t)
 
 
 def _celu(x):
@@ -167,8 +176,7 @@ def _celu_grad(x, y):
 
 
 def _leaky_relu_grad(x, y):
-    xp = array_module(x)
-    return xp.where(x > 0, _c(x, 1), _c(x, LEAKY_RELU_SLOPE)).astype(x.dtype)
+    return _where(x > 0, _c(x, 1), x, LEAKY_RELU_SLOPE)
 
 
 def _selu(x):
@@ -210,7 +218,7 @@ def _np(name):
 
 # name -> (kernel_id, fn, grad). The kernel ids are `enum Act` in kernels/lstm_cell.cuh.
 _BUILTINS: dict[str, tuple[int, ArrayFn, GradFn]] = {
-    "linear": (0, lambda x: x, lambda x, y: array_module(x).ones_like(x)),
+    "linear": (0, lambda x: x, _one),
     "tanh": (1, _np("tanh"), lambda x, y: _c(x, 1) - y * y),
     "sigmoid": (2, _sigmoid, lambda x, y: y * (_c(x, 1) - y)),
     "hard_sigmoid": (3, _hard_sigmoid, lambda x, y: _inside(x, -3, 3, 1 / 6)),
