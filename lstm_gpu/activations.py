@@ -14,7 +14,9 @@ a piecewise formula written with comparisons would not, see `_where`).
 
 A Python callable is accepted too; its derivative is then taken by a central finite
 difference (documented in `LSTM.backward`), unless the callable has a ``derivative``
-attribute ``(x, y) -> dy/dx``.
+attribute ``(x, y) -> dy/dx``. Whatever it returns must be an array of its input's library
+and shape (nothing is broadcast). Activations pickle: built-in ones by name, callables as
+themselves (so a lambda does not).
 """
 from __future__ import annotations
 
@@ -58,6 +60,11 @@ class Activation:
 
     def __call__(self, x):
         return self.fn(x)
+
+    def __reduce__(self):
+        if self.is_builtin:  # the functions are lambdas: rebuild from the name
+            return _builtin, (_NAME_OF_KERNEL_ID[self.kernel_id], self.name)
+        return Activation, (self.name, self.kernel_id, self.fn, self.grad)
 
 
 def _c(x, value):
@@ -262,6 +269,7 @@ NOT_ELEMENTWISE = ("softmax", "log_softmax", "glu", "sparsemax")
 NEEDS_ARGUMENTS = ("threshold",)
 
 KERNEL_IDS: dict[str, int] = {name: spec[0] for name, spec in _BUILTINS.items()}
+_NAME_OF_KERNEL_ID = {kernel_id: name for name, kernel_id in KERNEL_IDS.items()}
 
 
 def builtin_names() -> list[str]:
@@ -274,12 +282,35 @@ def _builtin(name: str, config_name: str | None = None) -> Activation:
     return Activation(config_name or name, kernel_id, fn, grad)
 
 
-def _numerical_grad(fn: ArrayFn) -> GradFn:
-    def grad(x, y):
-        eps = _c(x, 1e-3 if x.dtype.itemsize <= 4 else 1e-6)
-        return (fn(x + eps) - fn(x - eps)) / (eps + eps)
+class _Checked:
+    """A user's activation or derivative: its result must be a real array of its input's
+    library and shape (a scalar, a list or a broadcastable shape raises; nothing is
+    broadcast); it comes back in the input's dtype."""
 
-    return grad
+    def __init__(self, fn: Callable, argument: str):
+        self.fn, self.argument = fn, argument
+
+    def __call__(self, x, *rest):
+        y = self.fn(x, *rest)
+        xp = array_module(x)
+        if not (isinstance(y, xp.ndarray) and y.shape == x.shape and y.dtype.kind in "biuf"):
+            got = (f"an array of shape {tuple(y.shape)} and dtype {y.dtype}"
+                   if isinstance(y, xp.ndarray) else f"{type(y).__name__} {y!r:.60}")
+            raise ValueError(
+                f"Argument `{self.argument}`: the callable {self.fn!r} must return a real "
+                f"{xp.__name__} array of its input's shape {tuple(x.shape)}. Received: {got}")
+        return y.astype(x.dtype, copy=False)
+
+
+class _CentralDifference:
+    """dy/dx of `fn` by a central finite difference (a callable without `derivative`)."""
+
+    def __init__(self, fn: ArrayFn):
+        self.fn = fn
+
+    def __call__(self, x, y):
+        eps = _c(x, 1e-3 if x.dtype.itemsize <= 4 else 1e-6)
+        return (self.fn(x + eps) - self.fn(x - eps)) / (eps + eps)
 
 
 def _callable_name(fn: Any) -> str | None:
@@ -330,8 +361,11 @@ def get(identifier: Any, *, argument: str = "activation", legacy: bool = False) 
         known = _callable_name(identifier)
         if known is not None:
             return get(known, argument=argument, legacy=legacy)
-        grad = getattr(identifier, "derivative", None) or _numerical_grad(identifier)
-        return Activation(identifier, -1, identifier, grad)
+        fn = _Checked(identifier, argument)
+        derivative = getattr(identifier, "derivative", None)
+        grad = (_Checked(derivative, f"{argument}.derivative") if derivative is not None
+                else _CentralDifference(fn))
+        return Activation(identifier, -1, fn, grad)
     raise TypeError(
         f"Argument `{argument}` must be a string, None or a callable. "
         f"Received: {argument}={identifier!r} of type {type(identifier).__name__}"

@@ -7,7 +7,9 @@ on the CPU; CuPy input runs on the GPU through the dispatcher (cuDNN or CUDA ker
 """
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import threading
 from typing import Any, Optional, Sequence
 
@@ -18,7 +20,8 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import _validation as _v
-from ._xp import array_module, is_cupy_array, to_numpy
+from ._xp import (array_module, from_portable, is_cupy_array, move_like, same_place,
+                  to_numpy, to_portable)
 from .dropout import MaskGenerator, draw_masks
 from .paths import empty_batch, numpy_ref
 from .paths.base import CellSpec, Weights
@@ -26,6 +29,18 @@ from .paths.base import CellSpec, Weights
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
 _name_counter = itertools.count()
 _call_serials = itertools.count(1)  # one number per successful call, of any layer
+# The constructor arguments that may hold a user's Python callable.
+_CALLABLE_ARGUMENTS = ("activation", "recurrent_activation", "kernel_initializer",
+                       "recurrent_initializer", "bias_initializer", "kernel_regularizer",
+                       "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+                       "kernel_constraint", "recurrent_constraint", "bias_constraint")
+# Attributes that are never copied or pickled (`_init_transient` makes them afresh).
+_TRANSIENT = ("_lock", "_thread_calls")
+
+
+class LayerIdentity:
+    """Names a layer's weights in optimizer slots; copied and pickled with the layer, so a
+    layer and its optimizer copied together stay attached."""
 
 def _unique_name(base: str = "lstm") -> str:
     n = next(_name_counter)
@@ -132,6 +147,7 @@ class LSTM:
         self.last_path: Optional[str] = None
         self.weights_version = 0
         self._last_call: Optional[int] = None  # serial of the last successful call
+        self._identity = LayerIdentity()
         self._init_transient()
 
     def _init_transient(self) -> None:
@@ -255,17 +271,11 @@ class LSTM:
     def _place(self, like) -> None:
         """Move weights and states to like's library and device, if they are elsewhere."""
         arrays = list(self._params.values()) + list(self.states or [])
-        if all(a is None or _same_place(a, like) for a in arrays):
+        if all(a is None or same_place(a, like) for a in arrays):
             return
-        xp = array_module(like)
 
         def move(a):
-            if a is None:
-                return None
-            if xp is np:
-                return to_numpy(a)
-            with like.device:
-                return xp.array(a)
+            return None if a is None else move_like(a, like)
 
         self._params = {k: move(v) for k, v in self._params.items()}
         if self.states is not None:
@@ -596,17 +606,58 @@ class LSTM:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} units={self.units}>"
 
+    # ----------------------------------------------------------------- copy and pickle
+    def _copied_state(self) -> dict:
+        """Everything but the threading objects and the training record (which holds a
+        path's buffers, cuDNN's reserve space among them): a copy has no record."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT}
+        state["_tape"] = None
+        return state
+
+    def __getstate__(self) -> dict:
+        """CuPy arrays travel with their device id and come back on that device."""
+        state = self._copied_state()
+        state["_params"] = {k: to_portable(v) for k, v in state["_params"].items()}
+        for key in ("states", "_activity_losses"):
+            if state[key] is not None:
+                state[key] = [to_portable(a) for a in state[key]]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["_params"] = {k: from_portable(v) for k, v in state["_params"].items()}
+        for key in ("states", "_activity_losses"):
+            if state[key] is not None:
+                state[key] = [from_portable(a) for a in state[key]]
+        self.__dict__.update(state)
+        self._init_transient()
+
+    def __reduce_ex__(self, protocol):
+        for argument in _CALLABLE_ARGUMENTS:  # say which argument pickle cannot serialize
+            value = getattr(self, argument)
+            if isinstance(value, _activations.Activation):
+                value = value.name
+            try:
+                pickle.dumps(value, protocol)
+            except Exception as exc:
+                raise TypeError(
+                    f"Layer {self.name} cannot be pickled: its `{argument}` is {value!r}, "
+                    f"which pickle cannot serialize ({exc}). Use a name, a Keras config or a "
+                    "function defined at module level; copy.deepcopy works as it is."
+                ) from exc
+        return super().__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict) -> "LSTM":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self._copied_state(), memo))
+        return new
+
 
 def _ran_path_name(path, default: str) -> str:
     """The name of the path that actually ran (a fallback wrapper knows it)."""
     name = getattr(path, "last_name", None)
     return default if name is None else name
-
-
-def _same_place(a, like) -> bool:
-    if is_cupy_array(a) != is_cupy_array(like):
-        return False
-    return not is_cupy_array(a) or a.device == like.device
 
 
 def _per_sample(output) -> int:
