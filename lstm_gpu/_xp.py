@@ -4,6 +4,7 @@ CuPy is optional: importing this module never fails without it.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from types import ModuleType
 from typing import Any
@@ -45,6 +46,12 @@ def gpu_available() -> bool:
         return _cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+def device_of(a: Any):
+    """A context manager making a's GPU current (CuPy allocates on the current device);
+    a no-op for NumPy arrays."""
+    return a.device if is_cupy_array(a) else contextlib.nullcontext()
 
 
 def same_place(a: Any, like: Any) -> bool:

@@ -20,8 +20,8 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import _validation as _v
-from ._xp import (array_module, from_portable, is_cupy_array, move_like, same_place,
-                  to_numpy, to_portable)
+from ._xp import (array_module, device_of, from_portable, is_cupy_array, move_like,
+                  same_place, to_numpy, to_portable)
 from .dropout import MaskGenerator, draw_masks
 from .paths import empty_batch, numpy_ref
 from .paths.base import CellSpec, Weights
@@ -350,7 +350,8 @@ class LSTM:
         _v.check_features(x, self.input_features)  # another thread may have built it
         snapshot = self._snapshot()
         try:
-            outputs = self._run(x, user_mask, init, batch, training)
+            with device_of(x):  # masks, zero states, empty results: on x's GPU
+                outputs = self._run(x, user_mask, init, batch, training)
         except BaseException:
             self._restore(snapshot)
             raise
@@ -468,6 +469,10 @@ class LSTM:
                 "LSTM.backward() needs a preceding call with training=True; the last call "
                 "was not a training call (or there was none; a copied or unpickled layer "
                 "has no training record).")
+        with device_of(tape["like"]):
+            return self._backward(tape, d_out)
+
+    def _backward(self, tape: dict, d_out: Any) -> dict:
         grads_out = self._check_d_out(d_out, tape)
         grads_out = self._add_activity_gradients(grads_out, tape["outputs"])
         xp = array_module(tape["like"])

@@ -155,3 +155,29 @@ def test_a_failed_first_call_still_leaves_a_working_layer():
         layer(np.ones((2, 3, F), "float32"))
     act.fail = False
     assert layer(np.ones((2, 3, F), "float32")).shape == (2, U)
+
+
+@pytest.mark.gpu
+def test_cupy_failed_call_and_dropout_stream():
+    """On the GPU: seeded masks reproduce (cuRAND Philox per call), a failed call restores
+    the stream, and a training record does not alias a batch-1 CuPy input."""
+    import cupy as cp
+
+    shape = (1, 4, F)
+    x = cp.asarray(T_.random_inputs(*shape))
+    act = Flaky()
+    kwargs = dict(dropout=0.4, recurrent_dropout=0.3, seed=3, return_sequences=True)
+    layer, twin = _layer(shape, activation=act, **kwargs), _layer(shape, activation=Flaky(),
+                                                                   **kwargs)
+    first = layer(x, training=True)
+    np.testing.assert_array_equal(cp.asnumpy(first), cp.asnumpy(twin(x, training=True)))
+    act.fail = True
+    with pytest.raises(RuntimeError):
+        layer(x, training=True)
+    act.fail = False
+    out = layer(x, training=True)
+    np.testing.assert_array_equal(cp.asnumpy(out), cp.asnumpy(twin(x.copy(), training=True)))
+    x[...] = 100.0  # the layer's input only
+    d = cp.ones_like(out)
+    got, want = layer.backward(d), twin.backward(d)
+    np.testing.assert_array_equal(cp.asnumpy(got["kernel"]), cp.asnumpy(want["kernel"]))
