@@ -420,7 +420,8 @@ class LSTM:
             kept = None
             if self.activity_regularizer is not None:
                 kept = [o.copy() for o in outputs]
-            self._tape = {"path": path, "saved": result.saved, "like": x_tm,
+            # "x": the inputs as the record owns them (processing order, compute dtype)
+            self._tape = {"path": path, "saved": result.saved, "x": x_tm,
                           "input_dtype": x.dtype, "shapes": [tuple(o.shape) for o in outputs],
                           "outputs": kept}
         self.last_path = _ran_path_name(path, path_name)
@@ -469,13 +470,13 @@ class LSTM:
                 "LSTM.backward() needs a preceding call with training=True; the last call "
                 "was not a training call (or there was none; a copied or unpickled layer "
                 "has no training record).")
-        with device_of(tape["like"]):
+        with device_of(tape["x"]):
             return self._backward(tape, d_out)
 
     def _backward(self, tape: dict, d_out: Any) -> dict:
         grads_out = self._check_d_out(d_out, tape)
         grads_out = self._add_activity_gradients(grads_out, tape["outputs"])
-        xp = array_module(tape["like"])
+        xp = array_module(tape["x"])
         cd = self.compute_dtype
         d_main = grads_out[0]
         d_last = d_seq = None
@@ -506,7 +507,7 @@ class LSTM:
 
     def _check_d_out(self, d_out: Any, tape: dict) -> list:
         shapes = tape["shapes"]
-        like = tape["like"]
+        like = tape["x"]
         if self.return_state:
             if not isinstance(d_out, (list, tuple)) or len(d_out) != 3:
                 raise ValueError("Argument `d_out` must be a tuple (d_output, d_h, d_c) "

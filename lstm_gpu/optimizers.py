@@ -43,7 +43,7 @@ class Optimizer:
 
     # -- one step ---------------------------------------------------------------------------
     def apply(self, target: Any, grads: Mapping[str, Any]) -> None:
-        params, constraints, layer = self._params_of(target)
+        params, constraints, layers, owners = self._params_of(target)
         if not isinstance(grads, Mapping):
             raise TypeError("Argument `grads` must be a dict {name: gradient}, as "
                             f"LSTM.backward returns. Received: {type(grads).__name__}")
@@ -62,33 +62,36 @@ class Optimizer:
             return
         gradients = self._clip([g for _, _, g in pairs])
         self.iterations += 1
-        anchor = None if layer is None else layer._identity
         for (name, var, _), g in zip(pairs, gradients):
             if self.weight_decay:
                 var -= var * var.dtype.type(self.weight_decay * self.learning_rate)
-            self._update(var, g, self._slots_for(var if anchor is None else anchor, name, var))
+            anchor, weight = owners.get(name, (var, name))
+            self._update(var, g, self._slots_for(anchor, weight, var))
             constraint = constraints.get(name)
             if constraint is not None:
                 var[...] = constraint(var)
-        if layer is not None:
+        for layer in layers:
             layer.weights_version += 1
 
     @staticmethod
     def _params_of(target: Any):
+        """(params, constraints, layers whose weights change, owners): owners maps a param
+        name to the (anchor, weight name) its slots belong to (default: the array itself)."""
         if isinstance(target, LSTM):
             if not target.built:
                 raise ValueError("The LSTM has no weights yet: call it once before apply().")
             params = {} if not target.trainable else {
                 "kernel": target.kernel, "recurrent_kernel": target.recurrent_kernel,
                 "bias": target.bias}
-            return params, target.constraints(), target
+            owners = {name: (target._identity, name) for name in params}
+            return params, target.constraints(), [target], owners
         if isinstance(target, Mapping):
             for name, var in target.items():  # updated in place: arrays of floats only
                 if not (hasattr(var, "dtype") and hasattr(var, "shape")
                         and var.dtype.kind == "f"):
                     raise TypeError(f"Argument `target[{name!r}]` must be a NumPy or CuPy "
                                     f"float array. Received: {type(var).__name__}")
-            return dict(target), {}, None
+            return dict(target), {}, [], {}
         raise TypeError("Argument `target` must be an LSTM or a dict of arrays. "
                         f"Received: {type(target).__name__}")
 
