@@ -67,9 +67,10 @@ class LSTM:
     results, nothing computed).
 
     A call that raises leaves the layer as it was (weights, states, training record, dropout
-    stream). Calls from several threads are safe for inference (the first call builds once);
-    training one layer from several threads at once is not supported, and `backward` raises
-    when another thread's call replaced this thread's training record.
+    stream). Calls from several threads are safe for inference without ``stateful`` (the
+    first call builds once); training one layer from several threads at once is not
+    supported, and `backward` raises when another thread's call replaced this thread's
+    training record. Copies and pickles keep everything but the training record.
     """
 
     _legacy_activations = False  # tf.compat.v1 layers: "hard_sigmoid" is Keras 2's
