@@ -120,8 +120,11 @@ template <typename T> LSTM_HD T hard_sigmoid(T x) {
     return clip(x / T(6) + T(0.5), T(0), T(1));
 }
 
-// y = act(x). Formulas mirror lstm_gpu/activations.py term by term.
+// y = act(x). Formulas mirror lstm_gpu/activations.py term by term. NaN in, NaN out, for
+// every activation (as Keras's): a comparison with NaN is false, so without this test the
+// piecewise ones (relu, the shrinks, celu) would return a number.
 template <typename T> LSTM_HD T act_fn(int act, T x) {
+    if (x != x) return x;
     switch (act) {
     case ACT_LINEAR: return x;
     case ACT_TANH: return M<T>::tanh(x);
@@ -167,8 +170,10 @@ template <typename T> LSTM_HD T act_fn(int act, T x) {
     }
 }
 
-// dy/dx given x and y = act(x) (as lstm_gpu.activations' grad(x, y)).
+// dy/dx given x and y = act(x) (as lstm_gpu.activations' grad(x, y)); NaN at NaN, for every
+// activation, so no gradient through a NaN pre-activation is finite.
 template <typename T> LSTM_HD T act_grad(int act, T x, T y) {
+    if (x != x) return x;
     switch (act) {
     case ACT_LINEAR: return T(1);
     case ACT_TANH: return T(1) - y * y;

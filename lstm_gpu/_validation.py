@@ -2,8 +2,9 @@
 received, before the layer changes any state."""
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,12 +35,67 @@ def check_use_cudnn(use_cudnn: Any) -> Any:
     return use_cudnn
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_float(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
+                low_open: bool = False, high_open: bool = False,
+                allow_none: bool = False) -> Optional[float]:
+    """A finite real number in [low, high] (ends open as asked), or None when allowed."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        interval = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+        none = " or None" if allow_none else ""
+        raise ValueError(f"Argument `{name}` must be a float in the range {interval}{none}. "
+                         f"Received: {name}={value!r}")
+    return v
+
+
 def check_rate(name: str, rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, Real) or not 0.0 <= float(rate) < 1.0:
+    """A dropout rate in [0, 1): stricter than Keras, which clamps (README, Semantics)."""
+    return check_float(name, rate, 0.0, 1.0, high_open=True)
+
+
+def check_training(training: Any) -> bool:
+    """The `training` flag: None, a bool, 0 or 1, or a one-element bool/int array (a Keras
+    `training` tensor)."""
+    value = training
+    if is_cupy_array(value) or isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "biu":
+            raise ValueError("Argument `training` must be None, a boolean or a one-element "
+                             f"boolean array. Received: training={training!r}")
+        value = value.reshape(()).item()
+    if value is None:
+        return False
+    if isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1)):
+        return bool(value)
+    raise TypeError("Argument `training` must be None or a boolean. "
+                    f"Received: training={training!r} of type {type(training).__name__}")
+
+
+def check_input_shape(input_shape: Any) -> tuple:
+    """(batch, timesteps, features) (time-major layers: (timesteps, batch, features)): the
+    features a positive int, the others None or non-negative ints."""
+    shape = None
+    if not isinstance(input_shape, (str, bytes)):
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            shape = None
+    ok = (shape is not None and len(shape) == 3 and _is_int(shape[2]) and shape[2] > 0
+          and all(s is None or (_is_int(s) and s >= 0) for s in shape[:2]))
+    if not ok:
         raise ValueError(
-            f"Argument `{name}` must be a float in the range [0, 1). Received: {name}={rate!r}"
-        )
-    return float(rate)
+            "Argument `input_shape` must be (batch, timesteps, features) with a positive "
+            "integer feature size and non-negative integers (or None) for the others. "
+            f"Received: input_shape={input_shape!r}")
+    return tuple(None if s is None else int(s) for s in shape)
 
 
 def check_implementation(implementation: Any) -> int:
@@ -55,17 +111,21 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     """The layer's variable dtype from None, a name, a NumPy dtype or a Keras DTypePolicy."""
     if dtype is None:
         return np.dtype("float32")
-    if isinstance(dtype, dict):  # Keras DTypePolicy config
-        dtype = (dtype.get("config") or {}).get("name", dtype.get("name"))
-    name = getattr(dtype, "name", dtype)
+    if isinstance(dtype, dict):  # Keras DTypePolicy config: {"config": {"name": ...}}
+        config = dtype.get("config")
+        name = config.get("name") if isinstance(config, dict) else dtype.get("name")
+    else:
+        name = getattr(dtype, "name", dtype)
     if isinstance(name, str) and name in UNSUPPORTED_POLICIES:
         raise NotImplementedError(
             f"dtype {name!r} is not supported by lstm_gpu; use one of {SUPPORTED_DTYPES}."
         )
-    try:
-        resolved = np.dtype(name)
-    except TypeError:
-        resolved = None
+    resolved = None
+    if name is not None:  # np.dtype(None) would be float64
+        try:
+            resolved = np.dtype(name)
+        except (TypeError, ValueError):
+            resolved = None
     if resolved is None or resolved.name not in SUPPORTED_DTYPES:
         raise ValueError(
             f"Argument `dtype` must be one of {SUPPORTED_DTYPES}. Received: dtype={dtype!r}"
@@ -107,32 +167,48 @@ def check_inputs(inputs: Any, built_features: int | None, time_major: bool):
             f"found ndim={x.ndim}. Full shape received: {tuple(x.shape)}"
         )
     check_numeric(x, "inputs")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"Argument `inputs` has an empty batch or time axis: shape={x.shape}")
+    if x.shape[0 if time_major else 1] == 0:  # an empty batch is fine (Keras), no steps is not
+        raise ValueError("Argument `inputs` has no timesteps (the time axis is empty). "
+                         f"Full shape received: {tuple(x.shape)}")
+    check_features(x, built_features)
+    return x
+
+
+def check_features(x, built_features: int | None) -> None:
     if built_features is not None and x.shape[2] != built_features:
         raise ValueError(
             f"Argument `inputs` has {x.shape[2]} features, but the layer was built for "
             f"{built_features}. Full shape received: {tuple(x.shape)}"
         )
-    return x
+
+
+def mask_array(mask: Any, like: Any = None):
+    """A mask as a 2D bool array ((batch, timesteps), or (timesteps, batch) time-major); a
+    trailing axis of 1 is dropped."""
+    m = as_array(mask, "mask", like=like)
+    check_numeric(m, "mask")
+    if m.ndim == 3 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim != 2:
+        raise ValueError("Argument `mask` must be 2D, (batch, timesteps) or (timesteps, batch) "
+                         f"for time-major layers. Received: mask.shape={tuple(m.shape)}")
+    return m.astype(bool, copy=False)
 
 
 def check_mask(mask: Any, x, time_major: bool):
     if mask is None:
         return None
-    m = as_array(mask, "mask", like=x)
     batch, steps = (x.shape[1], x.shape[0]) if time_major else (x.shape[0], x.shape[1])
     expected = (steps, batch) if time_major else (batch, steps)
-    if m.ndim == 3 and m.shape[-1] == 1:
-        m = m[..., 0]
-    if tuple(m.shape) != expected:
+    m = as_array(mask, "mask", like=x)
+    shape = tuple(m.shape[:-1]) if m.ndim == 3 and m.shape[-1] == 1 else tuple(m.shape)
+    if shape != expected:  # no broadcasting: stricter than Keras (README, Semantics)
         raise ValueError(
             f"Argument `mask` must have shape {expected} "
             f"({'(timesteps, batch)' if time_major else '(batch, timesteps)'}). "
             f"Received: mask.shape={tuple(m.shape)}"
         )
-    check_numeric(m, "mask")
-    return m.astype(bool, copy=False)
+    return mask_array(m)
 
 
 def check_initial_state(initial_state: Any, x, batch: int, units: int):

@@ -4,6 +4,8 @@ CuPy is optional: importing this module never fails without it.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -44,3 +46,53 @@ def gpu_available() -> bool:
         return _cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+def device_of(a: Any):
+    """A context manager making a's GPU current (CuPy allocates on the current device);
+    a no-op for NumPy arrays."""
+    return a.device if is_cupy_array(a) else contextlib.nullcontext()
+
+
+def same_place(a: Any, like: Any) -> bool:
+    """True when a is on like's library (and, for CuPy, like's device)."""
+    if is_cupy_array(a) != is_cupy_array(like):
+        return False
+    return not is_cupy_array(a) or a.device == like.device
+
+
+def move_like(a: Any, like: Any) -> Any:
+    """a on like's library and device (a itself when it is there already)."""
+    if same_place(a, like):
+        return a
+    if not is_cupy_array(like):
+        return to_numpy(a)
+    with like.device:
+        return _cupy.array(a)
+
+
+class OnDevice:
+    """A CuPy array in a pickle: its host copy and its device id, so that it comes back on
+    that device. (CuPy's own pickling restores an array on whichever device is current:
+    `ndarray.__reduce__` in cupy/_core/core.pyx is ``array, (self.get(),)``.)"""
+
+    def __init__(self, host: np.ndarray, device: int):
+        self.host, self.device = host, device
+
+
+def to_portable(a: Any) -> Any:
+    """What pickles for a (NumPy arrays and everything else as they are)."""
+    return OnDevice(_cupy.asnumpy(a), a.device.id) if is_cupy_array(a) else a
+
+
+def from_portable(a: Any) -> Any:
+    """Inverse of `to_portable`. Without CuPy or without that device the array comes back as
+    NumPy, with a warning: the layer moves it to the inputs' device on its next call."""
+    if not isinstance(a, OnDevice):
+        return a
+    if gpu_available() and a.device < _cupy.cuda.runtime.getDeviceCount():
+        with _cupy.cuda.Device(a.device):
+            return _cupy.asarray(a.host)
+    warnings.warn(f"lstm_gpu: an array pickled on GPU {a.device} is unpickled into NumPy "
+                  "(CuPy or that GPU is not available here)", RuntimeWarning, stacklevel=3)
+    return a.host

@@ -9,9 +9,14 @@ a test checks it). Formulas follow Keras 3's NumPy backend (`keras/src/backend/n
 `clip(0.2x + 0.5, 0, 1)` is `hard_sigmoid` for `lstm_gpu.compat.v1.LSTM` (``legacy=True``)
 and is also reachable everywhere by the explicit name ``"hard_sigmoid_keras2"``.
 
+Every value and every derivative is NaN at a NaN input (Keras's activations give NaN there;
+a piecewise formula written with comparisons would not, see `_where`).
+
 A Python callable is accepted too; its derivative is then taken by a central finite
 difference (documented in `LSTM.backward`), unless the callable has a ``derivative``
-attribute ``(x, y) -> dy/dx``.
+attribute ``(x, y) -> dy/dx``. Whatever it returns must be an array of its input's library
+and shape (nothing is broadcast). Activations pickle: built-in ones by name, callables as
+themselves (so a lambda does not).
 """
 from __future__ import annotations
 
@@ -56,6 +61,11 @@ class Activation:
     def __call__(self, x):
         return self.fn(x)
 
+    def __reduce__(self):
+        if self.is_builtin:  # the functions are lambdas: rebuild from the name
+            return _builtin, (_NAME_OF_KERNEL_ID[self.kernel_id], self.name)
+        return Activation, (self.name, self.kernel_id, self.fn, self.grad)
+
 
 def _c(x, value):
     """A scalar of x's dtype, so float32 math stays float32 in NumPy."""
@@ -99,14 +109,21 @@ def _elu(x, alpha):
     return xp.where(x >= 0, x, _c(x, alpha) * xp.expm1(x))
 
 
-def _where(cond, a, x):
-    """`cond ? a : 0` in x's dtype; a may be a scalar."""
+def _where(cond, a, x, otherwise=0):
+    """`cond ? a : otherwise` in x's dtype, and NaN where x is NaN (a comparison with NaN
+    is false, so a piecewise formula would turn NaN into a number); a may be a scalar."""
     xp = array_module(x)
-    return xp.where(cond, a, _c(x, 0)).astype(x.dtype, copy=False)
+    out = xp.where(cond, a, _c(x, otherwise))
+    return xp.where(xp.isnan(x), x, out).astype(x.dtype, copy=False)
 
 
 def _inside(x, lo, hi, value):
     return _where((x > lo) & (x < hi), _c(x, value), x)
+
+
+def _one(x, y):
+    """The derivative 1 (linear), NaN at NaN like every derivative here."""
+    return _where(x == x, _c(x, 1), x)
 
 
 def _gelu(x):
@@ -144,15 +161,14 @@ def _sparse_plus(x):
 
 
 def _sparse_plus_grad(x, y):
-    xp = array_module(x)
-    mid = (x + _c(x, 1)) / _c(x, 2)
-    return xp.where(x <= -1, _c(x, 0), xp.where(x < 1, mid, _c(x, 1))).astype(x.dtype)
+    # 0 below -1, (x + 1) / 2 inside, 1 above: clip keeps NaN where a `where` chain would not.
+    return (array_module(x).clip(x, _c(x, -1), _c(x, 1)) + _c(x, 1)) / _c(x, 2)
 
 
 def _soft_shrink(x):
-    xp = array_module(x)
+    # x - t above t, x + t below -t, 0 between: x - clip(x, -t, t), which keeps NaN.
     t = _c(x, SHRINK_THRESHOLD)
-    return xp.where(x > t, x - t, xp.where(x < -t, x + t, _c(x, 0))).astype(x.dtype)
+    return x - array_module(x).clip(x, -t, t)
 
 
 def _celu(x):
@@ -167,8 +183,7 @@ def _celu_grad(x, y):
 
 
 def _leaky_relu_grad(x, y):
-    xp = array_module(x)
-    return xp.where(x > 0, _c(x, 1), _c(x, LEAKY_RELU_SLOPE)).astype(x.dtype)
+    return _where(x > 0, _c(x, 1), x, LEAKY_RELU_SLOPE)
 
 
 def _selu(x):
@@ -210,7 +225,7 @@ def _np(name):
 
 # name -> (kernel_id, fn, grad). The kernel ids are `enum Act` in kernels/lstm_cell.cuh.
 _BUILTINS: dict[str, tuple[int, ArrayFn, GradFn]] = {
-    "linear": (0, lambda x: x, lambda x, y: array_module(x).ones_like(x)),
+    "linear": (0, lambda x: x, _one),
     "tanh": (1, _np("tanh"), lambda x, y: _c(x, 1) - y * y),
     "sigmoid": (2, _sigmoid, lambda x, y: y * (_c(x, 1) - y)),
     "hard_sigmoid": (3, _hard_sigmoid, lambda x, y: _inside(x, -3, 3, 1 / 6)),
@@ -254,6 +269,7 @@ NOT_ELEMENTWISE = ("softmax", "log_softmax", "glu", "sparsemax")
 NEEDS_ARGUMENTS = ("threshold",)
 
 KERNEL_IDS: dict[str, int] = {name: spec[0] for name, spec in _BUILTINS.items()}
+_NAME_OF_KERNEL_ID = {kernel_id: name for name, kernel_id in KERNEL_IDS.items()}
 
 
 def builtin_names() -> list[str]:
@@ -266,12 +282,35 @@ def _builtin(name: str, config_name: str | None = None) -> Activation:
     return Activation(config_name or name, kernel_id, fn, grad)
 
 
-def _numerical_grad(fn: ArrayFn) -> GradFn:
-    def grad(x, y):
-        eps = _c(x, 1e-3 if x.dtype.itemsize <= 4 else 1e-6)
-        return (fn(x + eps) - fn(x - eps)) / (eps + eps)
+class _Checked:
+    """A user's activation or derivative: its result must be a real array of its input's
+    library and shape (a scalar, a list or a broadcastable shape raises; nothing is
+    broadcast); it comes back in the input's dtype."""
 
-    return grad
+    def __init__(self, fn: Callable, argument: str):
+        self.fn, self.argument = fn, argument
+
+    def __call__(self, x, *rest):
+        y = self.fn(x, *rest)
+        xp = array_module(x)
+        if not (isinstance(y, xp.ndarray) and y.shape == x.shape and y.dtype.kind in "biuf"):
+            got = (f"an array of shape {tuple(y.shape)} and dtype {y.dtype}"
+                   if isinstance(y, xp.ndarray) else f"{type(y).__name__} {y!r:.60}")
+            raise ValueError(
+                f"Argument `{self.argument}`: the callable {self.fn!r} must return a real "
+                f"{xp.__name__} array of its input's shape {tuple(x.shape)}. Received: {got}")
+        return y.astype(x.dtype, copy=False)
+
+
+class _CentralDifference:
+    """dy/dx of `fn` by a central finite difference (a callable without `derivative`)."""
+
+    def __init__(self, fn: ArrayFn):
+        self.fn = fn
+
+    def __call__(self, x, y):
+        eps = _c(x, 1e-3 if x.dtype.itemsize <= 4 else 1e-6)
+        return (self.fn(x + eps) - self.fn(x - eps)) / (eps + eps)
 
 
 def _callable_name(fn: Any) -> str | None:
@@ -322,8 +361,11 @@ def get(identifier: Any, *, argument: str = "activation", legacy: bool = False) 
         known = _callable_name(identifier)
         if known is not None:
             return get(known, argument=argument, legacy=legacy)
-        grad = getattr(identifier, "derivative", None) or _numerical_grad(identifier)
-        return Activation(identifier, -1, identifier, grad)
+        fn = _Checked(identifier, argument)
+        derivative = getattr(identifier, "derivative", None)
+        grad = (_Checked(derivative, f"{argument}.derivative") if derivative is not None
+                else _CentralDifference(fn))
+        return Activation(identifier, -1, fn, grad)
     raise TypeError(
         f"Argument `{argument}` must be a string, None or a callable. "
         f"Received: {argument}={identifier!r} of type {type(identifier).__name__}"

@@ -7,7 +7,10 @@ on the CPU; CuPy input runs on the GPU through the dispatcher (cuDNN or CUDA ker
 """
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
+import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -17,13 +20,27 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import _validation as _v
-from ._xp import array_module, is_cupy_array, to_numpy
+from ._xp import (array_module, device_of, from_portable, is_cupy_array, move_like,
+                  same_place, to_numpy, to_portable)
 from .dropout import MaskGenerator, draw_masks
-from .paths import numpy_ref
+from .paths import empty_batch, numpy_ref
 from .paths.base import CellSpec, Weights
 
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
 _name_counter = itertools.count()
+_call_serials = itertools.count(1)  # one number per successful call, of any layer
+# The constructor arguments that may hold a user's Python callable.
+_CALLABLE_ARGUMENTS = ("activation", "recurrent_activation", "kernel_initializer",
+                       "recurrent_initializer", "bias_initializer", "kernel_regularizer",
+                       "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+                       "kernel_constraint", "recurrent_constraint", "bias_constraint")
+# Attributes that are never copied or pickled (`_init_transient` makes them afresh).
+_TRANSIENT = ("_lock", "_thread_calls")
+
+
+class LayerIdentity:
+    """Names a layer's weights in optimizer slots; copied and pickled with the layer, so a
+    layer and its optimizer copied together stay attached."""
 
 def _unique_name(base: str = "lstm") -> str:
     n = next(_name_counter)
@@ -46,7 +63,14 @@ class LSTM:
     ``zero_output_for_mask`` as an explicit argument, and ``dtype`` float16 (stored in
     float16, computed in float32). ``layer.last_path`` names the path the last call ran:
     "numpy", "cudnn", "cuda-kernels", or "cupy-reference" (the reference algorithm in CuPy,
-    used on the GPU for Python-callable activations).
+    used on the GPU for Python-callable activations), or "empty-batch" (batch size 0: empty
+    results, nothing computed).
+
+    A call that raises leaves the layer as it was (weights, states, training record, dropout
+    stream). Calls from several threads are safe for inference without ``stateful`` (the
+    first call builds once); training one layer from several threads at once is not
+    supported, and `backward` raises when another thread's call replaced this thread's
+    training record. Copies and pickles keep everything but the training record.
     """
 
     _legacy_activations = False  # tf.compat.v1 layers: "hard_sigmoid" is Keras 2's
@@ -123,17 +147,33 @@ class LSTM:
         self._tape: Optional[dict] = None
         self.last_path: Optional[str] = None
         self.weights_version = 0
+        self._last_call: Optional[int] = None  # serial of the last successful call
+        self._identity = LayerIdentity()
+        self._init_transient()
+
+    def _init_transient(self) -> None:
+        """What a copy or an unpickled layer gets afresh: the build lock, the per-thread
+        record of calls."""
+        self._lock = threading.RLock()
+        self._thread_calls = threading.local()  # .last = (serial, training) of this thread
 
     # ----------------------------------------------------------------- weights
     def build(self, input_shape: Sequence[Optional[int]]) -> None:
         """Create the weights for inputs of `input_shape` (batch may be None)."""
-        shape = tuple(input_shape)
-        if len(shape) != 3 or shape[2] is None:
-            raise ValueError(
-                "Argument `input_shape` must be (batch, timesteps, features) with a known "
-                f"feature size. Received: input_shape={input_shape!r}"
-            )
-        features = int(shape[2])
+        shape = _v.check_input_shape(input_shape)
+        with self._lock:
+            self._build(shape)
+
+    def _build_once(self, input_shape: tuple) -> None:
+        """Build on the first call; concurrent first calls build one set of weights (the
+        weights stay when the call then fails, as in Keras)."""
+        if not self.built:
+            with self._lock:
+                if not self.built:
+                    self._build(input_shape)
+
+    def _build(self, shape: tuple) -> None:
+        features = shape[2]
         batch = shape[1] if self.time_major else shape[0]
         u = self.units
         dt = self.dtype
@@ -155,12 +195,12 @@ class LSTM:
         self._params = {k: (None if v is None else np.asarray(v, dtype=dt))
                         for k, v in params.items()}
         self.input_features = features
-        self.built = True
         self.weights_version += 1
         self.states = None
         self._state_batch = None
         if self.stateful and batch is not None:
             self._reset_state_arrays(np, int(batch))
+        self.built = True  # last: a concurrent first call that sees it finds everything set
 
     def _weight_shapes(self, features: int) -> dict:
         u = self.units
@@ -212,9 +252,12 @@ class LSTM:
 
     def assign_weight(self, name: str, value: Any) -> None:
         """Replace one weight (kept on the layer's current device, in its dtype)."""
-        current = self._params.get(name)
+        current = self._params.get(name) if isinstance(name, str) else None
         if current is None:
-            raise ValueError(f"Layer {self.name} has no weight {name!r}.")
+            names = [k for k in _WEIGHT_NAMES if self._params.get(k) is not None]
+            raise ValueError(f"Layer {self.name} has no weight {name!r}; its weights: {names}.")
+        value = _v.as_array(value, "value")
+        _v.check_numeric(value, "value")
         xp = array_module(current)
         if tuple(value.shape) != tuple(current.shape):
             raise ValueError(f"Weight {name!r} must have shape {tuple(current.shape)}. "
@@ -229,17 +272,11 @@ class LSTM:
     def _place(self, like) -> None:
         """Move weights and states to like's library and device, if they are elsewhere."""
         arrays = list(self._params.values()) + list(self.states or [])
-        if all(a is None or _same_place(a, like) for a in arrays):
+        if all(a is None or same_place(a, like) for a in arrays):
             return
-        xp = array_module(like)
 
         def move(a):
-            if a is None:
-                return None
-            if xp is np:
-                return to_numpy(a)
-            with like.device:
-                return xp.array(a)
+            return None if a is None else move_like(a, like)
 
         self._params = {k: move(v) for k, v in self._params.items()}
         if self.states is not None:
@@ -275,6 +312,7 @@ class LSTM:
         arrays = []
         for k, s in enumerate(states):
             a = _v.as_array(s, f"states[{k}]")
+            _v.check_numeric(a, f"states[{k}]")  # strings, objects; complex is not dropped
             expected = (batch if batch is not None else a.shape[0], self.units)
             if a.ndim != 2 or tuple(a.shape) != expected:
                 raise ValueError(f"State {k} is incompatible with layer {self.name}: expected "
@@ -300,28 +338,52 @@ class LSTM:
     def __call__(self, inputs: Any, mask: Any = None, training: Optional[bool] = None,
                  initial_state: Optional[Sequence[Any]] = None):
         x = _v.check_inputs(inputs, self.input_features, self.time_major)
-        steps, batch = (x.shape[0], x.shape[1]) if self.time_major else (x.shape[1], x.shape[0])
+        batch = x.shape[1] if self.time_major else x.shape[0]
         user_mask = _v.check_mask(mask, x, self.time_major)
         init = _v.check_initial_state(initial_state, x, batch, self.units)
+        training = _v.check_training(training)
         if self.stateful and self._state_batch is not None and batch != self._state_batch:
             raise ValueError(
                 "If an RNN is stateful, the batch size of the input sequences must be the same "
                 f"as the batch size of the initial state.\n- Expected batch size: "
                 f"{self._state_batch}\n- Received batch size: {batch}")
-        training = bool(training)
+        self._build_once(x.shape)
+        _v.check_features(x, self.input_features)  # another thread may have built it
+        snapshot = self._snapshot()
+        try:
+            with device_of(x):  # masks, zero states, empty results: on x's GPU
+                outputs = self._run(x, user_mask, init, batch, training)
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        return tuple(outputs) if self.return_state else outputs[0]
 
-        if not self.built:
-            self.build(x.shape)
+    def _snapshot(self) -> tuple:
+        """Everything a call changes. A call replaces these attributes and never mutates their
+        values in place, so restoring the references undoes a failed call exactly."""
+        return (self._params, self.weights_version, self.states, self._state_batch,
+                self._tape, self._activity_losses, self.last_path, self._last_call,
+                self._mask_generator.position)
+
+    def _restore(self, snapshot: tuple) -> None:
+        (self._params, self.weights_version, self.states, self._state_batch, self._tape,
+         self._activity_losses, self.last_path, self._last_call,
+         self._mask_generator.position) = snapshot
+
+    def _run(self, x, user_mask, init, batch: int, training: bool) -> list:
+        """One call on validated arguments; returns [output(, h, c)]."""
         self._place(x)
         xp = array_module(x)
         if self.stateful and self.states is None:
             self._reset_state_arrays(xp, batch)
 
         cd = self.compute_dtype
-        x_tm = _to_processing_order(x, self.time_major, self.go_backwards, cd)
+        # A training record owns its inputs: the caller may edit x or the mask before backward.
+        x_tm = _to_processing_order(x, self.time_major, self.go_backwards, cd, own=training)
         mask_tm = None
         if user_mask is not None:
-            mask_tm = _to_processing_order(user_mask, self.time_major, self.go_backwards, None)
+            mask_tm = _to_processing_order(user_mask, self.time_major, self.go_backwards, None,
+                                           own=training)
         if init is not None:
             h0, c0 = (s.astype(cd) for s in init)
         elif self.stateful:
@@ -336,25 +398,37 @@ class LSTM:
                                  recurrent_dropout=self.recurrent_dropout,
                                  implementation=self.implementation, dtype=cd)
 
-        path, path_name = self._select_path(x, user_mask, training)
-        self._tape = None
+        if batch == 0:
+            path, path_name = empty_batch, empty_batch.NAME
+        else:
+            path, path_name = self._select_path(x, user_mask, training)
         result = path.forward(self._path_weights(), x_tm, mask_tm, h0, c0, self._cell_spec(),
                               dropout, training)
-        self.last_path = _ran_path_name(path, path_name)
 
         if self.stateful:
             self.states = [result.h.astype(self.dtype), result.c.astype(self.dtype)]
         output = result.last
         if self.return_sequences:
             output = result.sequence if self.time_major else result.sequence.transpose(1, 0, 2)
-        outputs = [output.astype(self.dtype, copy=False)]
+        # Training: the caller gets an array of its own (a path may keep its results for
+        # backward, cuDNN its y); h and c are always copies (they may be the last output).
+        outputs = [output.astype(self.dtype, copy=training)]
         if self.return_state:
             outputs += [result.h.astype(self.dtype), result.c.astype(self.dtype)]
         self._activity_losses = self._activity_penalties(outputs)
+        self._tape = None
         if training:
-            self._tape = {"path": path, "saved": result.saved, "x": x,
-                          "shapes": [tuple(o.shape) for o in outputs], "outputs": outputs}
-        return tuple(outputs) if self.return_state else outputs[0]
+            kept = None
+            if self.activity_regularizer is not None:
+                kept = [o.copy() for o in outputs]
+            # "x": the inputs as the record owns them (processing order, compute dtype)
+            self._tape = {"path": path, "saved": result.saved, "x": x_tm,
+                          "input_dtype": x.dtype, "shapes": [tuple(o.shape) for o in outputs],
+                          "outputs": kept}
+        self.last_path = _ran_path_name(path, path_name)
+        self._last_call = next(_call_serials)
+        self._thread_calls.last = (self._last_call, training)
+        return outputs
 
     def _select_path(self, x, user_mask, training: bool):
         """(path module, name) for this call."""
@@ -368,7 +442,9 @@ class LSTM:
         """The dispatcher rules that keep a GPU call with this mask off cuDNN ([] = cuDNN)."""
         from . import gpu_routing
 
-        return gpu_routing.ineligibility(self, mask, bool(training))
+        if mask is not None:
+            mask = _v.mask_array(mask)
+        return gpu_routing.ineligibility(self, mask, _v.check_training(training))
 
     # ----------------------------------------------------------------- training
     def backward(self, d_out: Any) -> dict:
@@ -384,10 +460,21 @@ class LSTM:
         unless the callable has a ``derivative(x, y)`` attribute.
         """
         tape = self._tape
-        if tape is None:
+        mine = getattr(self._thread_calls, "last", None)  # this thread's last call
+        if mine is not None and mine[1] and mine[0] != self._last_call:
+            raise RuntimeError(
+                f"LSTM.backward(): this thread's last training call of layer {self.name} was "
+                "replaced by a call from another thread. Training one layer from several "
+                "threads at once is not supported; give each thread its own layer.")
+        if tape is None or (mine is not None and not mine[1]):
             raise RuntimeError(
                 "LSTM.backward() needs a preceding call with training=True; the last call "
-                "was not a training call (or there was none).")
+                "was not a training call (or there was none; a copied or unpickled layer "
+                "has no training record).")
+        with device_of(tape["x"]):
+            return self._backward(tape, d_out)
+
+    def _backward(self, tape: dict, d_out: Any) -> dict:
         grads_out = self._check_d_out(d_out, tape)
         grads_out = self._add_activity_gradients(grads_out, tape["outputs"])
         xp = array_module(tape["x"])
@@ -406,8 +493,8 @@ class LSTM:
         g = tape["path"].backward(tape["saved"], d_last, d_seq, d_h, d_c)
 
         dx = _from_processing_order(g.inputs, self.time_major, self.go_backwards)
-        x = tape["x"]
-        out_dtype = x.dtype if x.dtype.kind == "f" else self.dtype
+        in_dtype = tape["input_dtype"]
+        out_dtype = in_dtype if in_dtype.kind == "f" else self.dtype
         weights = {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": g.bias}
         regs = {"kernel": self.kernel_regularizer, "recurrent_kernel": self.recurrent_regularizer,
                 "bias": self.bias_regularizer}
@@ -429,7 +516,7 @@ class LSTM:
         reg = self.activity_regularizer
         if reg is None:
             return []
-        return [reg(o.astype(self.compute_dtype)) / o.shape[0] for o in outputs]
+        return [reg(o.astype(self.compute_dtype)) / _per_sample(o) for o in outputs]
 
     def _add_activity_gradients(self, grads: list, outputs: list) -> list:
         reg = self.activity_regularizer
@@ -438,7 +525,7 @@ class LSTM:
         total = []
         for g, o in zip(grads, outputs):
             o = o.astype(self.compute_dtype)
-            extra = _regularizers.gradient(reg, o) / o.shape[0]
+            extra = _regularizers.gradient(reg, o) / _per_sample(o)
             total.append(extra if g is None else g.astype(self.compute_dtype) + extra)
         return total
 
@@ -502,6 +589,53 @@ class LSTM:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} units={self.units}>"
 
+    # ----------------------------------------------------------------- copy and pickle
+    def _copied_state(self) -> dict:
+        """Everything but the threading objects and the training record (which holds a
+        path's buffers, cuDNN's reserve space among them): a copy has no record."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT}
+        state["_tape"] = None
+        return state
+
+    def __getstate__(self) -> dict:
+        """CuPy arrays travel with their device id and come back on that device."""
+        state = self._copied_state()
+        state["_params"] = {k: to_portable(v) for k, v in state["_params"].items()}
+        for key in ("states", "_activity_losses"):
+            if state[key] is not None:
+                state[key] = [to_portable(a) for a in state[key]]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["_params"] = {k: from_portable(v) for k, v in state["_params"].items()}
+        for key in ("states", "_activity_losses"):
+            if state[key] is not None:
+                state[key] = [from_portable(a) for a in state[key]]
+        self.__dict__.update(state)
+        self._init_transient()
+
+    def __reduce_ex__(self, protocol):
+        for argument in _CALLABLE_ARGUMENTS:  # say which argument pickle cannot serialize
+            value = getattr(self, argument)
+            if isinstance(value, _activations.Activation):
+                value = value.name
+            try:
+                pickle.dumps(value, protocol)
+            except Exception as exc:
+                raise TypeError(
+                    f"Layer {self.name} cannot be pickled: its `{argument}` is {value!r}, "
+                    f"which pickle cannot serialize ({exc}). Use a name, a Keras config or a "
+                    "function defined at module level; copy.deepcopy works as it is."
+                ) from exc
+        return super().__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict) -> "LSTM":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self._copied_state(), memo))
+        return new
+
 
 def _ran_path_name(path, default: str) -> str:
     """The name of the path that actually ran (a fallback wrapper knows it)."""
@@ -509,21 +643,24 @@ def _ran_path_name(path, default: str) -> str:
     return default if name is None else name
 
 
-def _same_place(a, like) -> bool:
-    if is_cupy_array(a) != is_cupy_array(like):
-        return False
-    return not is_cupy_array(a) or a.device == like.device
+def _per_sample(output) -> int:
+    """Keras's activity penalty divisor: output.shape[0], with divide_no_nan's 0 for none."""
+    return max(output.shape[0], 1)
 
 
-def _to_processing_order(a, time_major: bool, go_backwards: bool, dtype):
-    """(B, T, ...) or (T, B, ...) -> contiguous time-major in processing order."""
+def _to_processing_order(a, time_major: bool, go_backwards: bool, dtype, own: bool = False):
+    """(B, T, ...) or (T, B, ...) -> contiguous time-major in processing order; with `own`,
+    never memory of `a` (the layout change or the cast usually copies already)."""
     xp = array_module(a)
     tm = a if time_major else a.swapaxes(0, 1)
     if go_backwards:
         tm = tm[::-1]
     if dtype is not None:
         tm = tm.astype(dtype, copy=False)
-    return xp.ascontiguousarray(tm)
+    out = xp.ascontiguousarray(tm)
+    if own and xp.may_share_memory(out, a):  # bounds only, no data read (NumPy and CuPy)
+        out = out.copy()
+    return out
 
 
 def _from_processing_order(a, time_major: bool, go_backwards: bool):

@@ -9,12 +9,18 @@ with every parameter group, or use one optimizer per group.
 
 Gradient processing follows Keras's order: clipnorm / clipvalue / global_clipnorm on the
 gradients, weight decay ``w -= w * weight_decay * lr``, then the update rule.
+
+Slots (momentum, Adam's moments) belong to (layer, weight name) for an LSTM, so they survive
+`set_weights` as Keras's do, and to the array itself for a dict target. Optimizers pickle
+and deep-copy with their slots; copy an optimizer together with the layers (or arrays) it
+trains, e.g. ``pickle.dumps((layer, opt))``, so that the copies stay attached.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from ._xp import array_module
+from . import _validation as _v
+from ._xp import array_module, from_portable, move_like, to_portable
 from .bidirectional import Bidirectional
 from .layer import LSTM
 
@@ -23,27 +29,34 @@ class Optimizer:
     def __init__(self, learning_rate: float = 0.001, weight_decay: Optional[float] = None,
                  clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
                  global_clipnorm: Optional[float] = None):
-        if learning_rate is None or float(learning_rate) < 0:
-            raise ValueError(f"Argument `learning_rate` must be a non-negative float. "
-                             f"Received: learning_rate={learning_rate!r}")
+        self.learning_rate = _v.check_float("learning_rate", learning_rate, 0.0)
+        self.weight_decay = _v.check_float("weight_decay", weight_decay, 0.0, allow_none=True)
+        clip = dict(low=0.0, low_open=True, allow_none=True)
+        self.clipnorm = _v.check_float("clipnorm", clipnorm, **clip)
+        self.clipvalue = _v.check_float("clipvalue", clipvalue, **clip)
+        self.global_clipnorm = _v.check_float("global_clipnorm", global_clipnorm, **clip)
         if clipnorm is not None and global_clipnorm is not None:
             raise ValueError("Only one of `clipnorm` and `global_clipnorm` can be set. "
                              f"Received: clipnorm={clipnorm}, global_clipnorm={global_clipnorm}")
-        self.learning_rate = float(learning_rate)
-        self.weight_decay = weight_decay
-        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
         self.iterations = 0
-        self._slots: dict[int, tuple[Any, dict]] = {}
+        # (id(anchor), weight name) -> (anchor, {slot name: array}); the anchor (a layer's
+        # identity, or the array of a dict target) keeps the id unique while the entry lives.
+        self._slots: dict[tuple, tuple[Any, dict]] = {}
 
     # -- one step ---------------------------------------------------------------------------
     def apply(self, target: Any, grads: Mapping[str, Any]) -> None:
-        params, constraints, layers = self._params_of(target)
+        params, constraints, layers, owners = self._params_of(target)
+        if not isinstance(grads, Mapping):
+            raise TypeError("Argument `grads` must be a dict {name: gradient}, as "
+                            f"LSTM.backward returns. Received: {type(grads).__name__}")
         grads = _flatten(grads)
         pairs = []
         for name, var in params.items():
             g = grads.get(name)
             if var is None or g is None:
                 continue
+            g = _v.as_array(g, f"grads[{name!r}]", like=var)
+            _v.check_numeric(g, f"grads[{name!r}]")
             if tuple(g.shape) != tuple(var.shape):
                 raise ValueError(f"Gradient {name!r} must have shape {tuple(var.shape)}. "
                                  f"Received: shape={tuple(g.shape)}")
@@ -55,7 +68,8 @@ class Optimizer:
         for (name, var, _), g in zip(pairs, gradients):
             if self.weight_decay:
                 var -= var * var.dtype.type(self.weight_decay * self.learning_rate)
-            self._update(var, g, self._slots_for(var))
+            anchor, weight = owners.get(name, (var, name))
+            self._update(var, g, self._slots_for(anchor, weight, var))
             constraint = constraints.get(name)
             if constraint is not None:
                 var[...] = constraint(var)
@@ -64,33 +78,61 @@ class Optimizer:
 
     @staticmethod
     def _params_of(target: Any):
+        """(params, constraints, layers whose weights change, owners): owners maps a param
+        name to the (anchor, weight name) its slots belong to (default: the array itself)."""
         if isinstance(target, LSTM):
             if not target.built:
                 raise ValueError("The LSTM has no weights yet: call it once before apply().")
             params = {} if not target.trainable else {
                 "kernel": target.kernel, "recurrent_kernel": target.recurrent_kernel,
                 "bias": target.bias}
-            return params, target.constraints(), [target]
+            owners = {name: (target._identity, name) for name in params}
+            return params, target.constraints(), [target], owners
         if isinstance(target, Bidirectional):  # names "forward/kernel", ...: see _flatten
-            params, constraints = {}, {}
+            params, constraints, owners = {}, {}, {}
             for direction, layer in (("forward", target.forward_layer),
                                      ("backward", target.backward_layer)):
-                p, c, _ = Optimizer._params_of(layer)
+                p, c, _, o = Optimizer._params_of(layer)
                 if target.trainable:
                     params.update({f"{direction}/{k}": v for k, v in p.items()})
+                    owners.update({f"{direction}/{k}": v for k, v in o.items()})
                 constraints.update({f"{direction}/{k}": v for k, v in c.items()})
-            return params, constraints, [target.forward_layer, target.backward_layer]
+            return params, constraints, [target.forward_layer, target.backward_layer], owners
         if isinstance(target, Mapping):
-            return dict(target), {}, []
+            for name, var in target.items():  # updated in place: arrays of floats only
+                if not (hasattr(var, "dtype") and hasattr(var, "shape")
+                        and var.dtype.kind == "f"):
+                    raise TypeError(f"Argument `target[{name!r}]` must be a NumPy or CuPy "
+                                    f"float array. Received: {type(var).__name__}")
+            return dict(target), {}, [], {}
         raise TypeError("Argument `target` must be an LSTM, a Bidirectional or a dict of arrays. "
                         f"Received: {type(target).__name__}")
 
-    def _slots_for(self, var) -> dict:
-        entry = self._slots.get(id(var))
-        if entry is None or entry[0] is not var:
-            entry = (var, {})
-            self._slots[id(var)] = entry
-        return entry[1]
+    def _slots_for(self, anchor, name: str, var) -> dict:
+        """The slots of one weight, following it: moved to its device when the layer moved,
+        started afresh when its shape changed (a rebuilt layer)."""
+        entry = self._slots.get((id(anchor), name))
+        if entry is None or entry[0] is not anchor:
+            entry = self._slots[(id(anchor), name)] = (anchor, {})
+        slots = entry[1]
+        if any(s.shape != var.shape or s.dtype != var.dtype for s in slots.values()):
+            slots.clear()
+        for key, s in slots.items():
+            slots[key] = move_like(s, var)
+        return slots
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_slots"] = [(anchor, name, {k: to_portable(a) for k, a in slots.items()})
+                           for (_, name), (anchor, slots) in self._slots.items()]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["_slots"] = {(id(anchor), name): (anchor, {k: from_portable(a)
+                                                         for k, a in slots.items()})
+                           for anchor, name, slots in state["_slots"]}
+        self.__dict__.update(state)
 
     def _clip(self, gradients: list) -> list:
         if self.clipvalue is not None:
@@ -130,10 +172,8 @@ class SGD(Optimizer):
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
                  nesterov: bool = False, **kwargs: Any):
         super().__init__(learning_rate, **kwargs)
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"Argument `momentum` must be in the range [0, 1]. "
-                             f"Received: momentum={momentum!r}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum = _v.check_float("momentum", momentum, 0.0, 1.0)
+        self.nesterov = bool(nesterov)
 
     def _update(self, var, g, slots):
         lr = var.dtype.type(self.learning_rate)
@@ -156,8 +196,11 @@ class Adam(Optimizer):
                  beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
                  **kwargs: Any):
         super().__init__(learning_rate, **kwargs)
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.epsilon, self.amsgrad = float(epsilon), bool(amsgrad)
+        # beta = 1 would divide by zero in the bias correction
+        self.beta_1 = _v.check_float("beta_1", beta_1, 0.0, 1.0, high_open=True)
+        self.beta_2 = _v.check_float("beta_2", beta_2, 0.0, 1.0, high_open=True)
+        self.epsilon = _v.check_float("epsilon", epsilon, 0.0)
+        self.amsgrad = bool(amsgrad)
 
     def _update(self, var, g, slots):
         xp = array_module(var)
