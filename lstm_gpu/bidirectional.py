@@ -200,14 +200,15 @@ class Bidirectional:
         x = _v.check_inputs(inputs, None, self.time_major)
         if not self.built:
             self.build(x.shape)
-        self._tape = None
         forward, backward = self._layers
-        saved_states = forward.states
-        y = forward(x, mask=mask, training=training, initial_state=forward_state)
+        snapshot = (self._tape, forward._snapshot())
+        self._tape = None
         try:
+            y = forward(x, mask=mask, training=training, initial_state=forward_state)
             y_rev = backward(x, mask=mask, training=training, initial_state=backward_state)
-        except BaseException:  # leave the forward layer as it was: the call did not happen
-            forward.states = saved_states
+        except BaseException:  # leave both directions as they were: the call did not happen
+            self._tape = snapshot[0]
+            forward._restore(snapshot[1])
             raise
 
         states: tuple = ()

@@ -363,11 +363,11 @@ class LSTM:
         values in place, so restoring the references undoes a failed call exactly."""
         return (self._params, self.weights_version, self.states, self._state_batch,
                 self._tape, self._activity_losses, self.last_path, self._last_call,
-                self._mask_generator.position)
+                getattr(self._thread_calls, "last", None), self._mask_generator.position)
 
     def _restore(self, snapshot: tuple) -> None:
         (self._params, self.weights_version, self.states, self._state_batch, self._tape,
-         self._activity_losses, self.last_path, self._last_call,
+         self._activity_losses, self.last_path, self._last_call, self._thread_calls.last,
          self._mask_generator.position) = snapshot
 
     def _run(self, x, user_mask, init, batch: int, training: bool) -> list:

@@ -3,6 +3,8 @@ config round trips, dropout seeds, and the time-reversal symmetry of the wrapper
 Keras parity is in test_bidirectional_keras.py, gradients in test_bidirectional_gradients.py."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -163,6 +165,36 @@ def test_failed_backward_direction_leaves_the_forward_states_alone():
         bi(T_.random_inputs(B, T, F))
     for s, s0 in zip(bi.forward_layer.states, before):
         np.testing.assert_array_equal(s, s0)
+
+
+def test_failed_call_leaves_record_dropout_stream_and_states_of_both_directions():
+    fail = {"now": False}
+
+    def tanh_until_told(v):
+        if fail["now"]:
+            raise RuntimeError("activation failed")
+        return np.tanh(v)
+
+    backward = LSTM(U, go_backwards=True, activation=tanh_until_told, dropout=0.3, seed=2,
+                    dtype="float64")
+    bi = _built(Bidirectional(LSTM(U, dropout=0.3, seed=1, dtype="float64"),
+                              backward_layer=backward, dtype="float64"))
+    x = T_.random_inputs(B, T, F)
+    out = bi(x, training=True)
+    grads = bi.backward(np.ones_like(out))
+    forward = bi.forward_layer
+    before = (forward._mask_generator.position, forward.last_path, forward._tape)
+    twin = copy.deepcopy(bi)  # never sees the failed call
+    fail["now"] = True
+    with pytest.raises(RuntimeError, match="activation failed"):
+        bi(x + 1.0, training=True)
+    assert (forward._mask_generator.position, forward.last_path, forward._tape) == before
+    fail["now"] = False
+    again = bi.backward(np.ones_like(out))
+    np.testing.assert_array_equal(again["inputs"], grads["inputs"])
+    for direction in ("forward", "backward"):
+        np.testing.assert_array_equal(again[direction]["kernel"], grads[direction]["kernel"])
+    np.testing.assert_array_equal(bi(x, training=True), twin(x, training=True))
 
 
 def test_backward_needs_a_training_call_and_a_matching_d_out():
