@@ -52,6 +52,28 @@ def library_path(lib: ctypes.CDLL) -> str:
     return getattr(lib, "_name", "") or ""
 
 
+class BoundFunctions:
+    """Attribute access to a library's functions with `prototypes` applied once.
+
+    prototypes: {name: (restype, argtypes)}. Names the library lacks are listed in `missing`
+    (the caller decides whether that is fatal).
+    """
+
+    def __init__(self, lib: ctypes.CDLL, prototypes: dict):
+        self.lib = lib
+        missing = []
+        for name, (restype, argtypes) in prototypes.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                missing.append(name)
+                continue
+            fn.restype = restype
+            fn.argtypes = list(argtypes)
+            setattr(self, name, fn)
+        self.missing = tuple(missing)
+
+
 @dataclass(frozen=True)
 class LibrarySpec:
     """What a `LibraryLoader` looks for.

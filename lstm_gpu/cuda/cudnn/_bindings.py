@@ -10,6 +10,8 @@ import ctypes
 from ctypes import POINTER, c_char_p, c_double, c_float, c_int, c_int32, c_size_t, c_uint32
 from ctypes import c_ulonglong, c_void_p
 
+from .._libload import BoundFunctions
+
 # --- enums (cuDNN 9 headers) -------------------------------------------------------------
 
 STATUS_NAMES: dict[int, str] = {
@@ -170,19 +172,6 @@ PROTOTYPES: dict[str, tuple] = {
 }
 
 
-class Functions:
-    """Attribute access to the bound prototypes (``fns.cudnnCreate(...)``)."""
-
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-        missing = []
-        for name, (restype, argtypes) in PROTOTYPES.items():
-            try:
-                fn = getattr(lib, name)
-            except AttributeError:
-                missing.append(name)
-                continue
-            fn.restype = restype
-            fn.argtypes = list(argtypes)
-            setattr(self, name, fn)
-        self.missing = tuple(missing)
+def Functions(lib: ctypes.CDLL) -> BoundFunctions:
+    """The bound prototypes (``fns.cudnn...(...)``; names the library lacks in ``missing``)."""
+    return BoundFunctions(lib, PROTOTYPES)
