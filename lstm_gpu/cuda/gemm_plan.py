@@ -54,11 +54,16 @@ class Operand:
     dtype: np.dtype
 
 
+def address(a: Any) -> int:
+    """The address of a NumPy or CuPy array's first element (its view's offset included):
+    ``ndarray.data.ptr`` for CuPy, ``ndarray.ctypes.data`` for NumPy."""
+    return int(a.data.ptr if is_cupy_array(a) else a.ctypes.data)
+
+
 def operand(a: Any) -> Operand:
-    """The `Operand` of a NumPy or CuPy array (its view's first element, offsets included)."""
-    ptr = a.data.ptr if is_cupy_array(a) else a.ctypes.data
-    return Operand(int(ptr), tuple(int(n) for n in a.shape), tuple(int(s) for s in a.strides),
-                   np.dtype(a.dtype))
+    """The `Operand` of a NumPy or CuPy array."""
+    return Operand(address(a), tuple(int(n) for n in a.shape),
+                   tuple(int(s) for s in a.strides), np.dtype(a.dtype))
 
 
 @dataclass(frozen=True)
