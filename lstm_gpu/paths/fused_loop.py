@@ -330,7 +330,7 @@ def forward(device: Device, engine: LoopEngine, weights: Weights, x, mask, h0, c
             spec: CellSpec, dropout: Optional[DropoutMasks], training: bool) -> ForwardResult:
     _check_dropout(dropout)
     d = _dims(x, spec, mask, dropout)  # PathUnavailable for callables, before any device work
-    T, B, U = d.T, d.B, d.U
+    T, B = d.T, d.B
     xp = device.xp
     dt = x.dtype
     weights, dropout = _in_dtype(xp, dt, weights, dropout)
