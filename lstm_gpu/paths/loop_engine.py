@@ -176,9 +176,6 @@ class LoopEngine:
     def clear(self) -> None:
         """Drop every plan (and its graphs and buffers) and forget failed captures."""
         with self._lock:
-            for slots in self._plans.values():
-                for plan in slots:
-                    self._drop(plan)
             self._plans.clear()
             self._failed.clear()
             self._failures_in_row = self._wasted_in_row = 0
