@@ -52,28 +52,6 @@ def library_path(lib: ctypes.CDLL) -> str:
     return getattr(lib, "_name", "") or ""
 
 
-class BoundFunctions:
-    """Attribute access to a library's functions with `prototypes` applied once.
-
-    prototypes: {name: (restype, argtypes)}. Names the library lacks are listed in `missing`
-    (the caller decides whether that is fatal).
-    """
-
-    def __init__(self, lib: ctypes.CDLL, prototypes: dict):
-        self.lib = lib
-        missing = []
-        for name, (restype, argtypes) in prototypes.items():
-            try:
-                fn = getattr(lib, name)
-            except AttributeError:
-                missing.append(name)
-                continue
-            fn.restype = restype
-            fn.argtypes = list(argtypes)
-            setattr(self, name, fn)
-        self.missing = tuple(missing)
-
-
 @dataclass(frozen=True)
 class LibrarySpec:
     """What a `LibraryLoader` looks for.
@@ -210,3 +188,78 @@ class LibraryLoader:
         """Forget the cached result (the loaded library itself stays mapped)."""
         with self._lock:
             self._state.clear()
+
+
+class BoundFunctions:
+    """Attribute access to a library's functions with `prototypes` applied once; the names
+    the library lacks are listed in `missing`."""
+
+    def __init__(self, lib: ctypes.CDLL, prototypes: dict):
+        self.lib = lib
+        missing = []
+        for name, (restype, argtypes) in prototypes.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                missing.append(name)
+                continue
+            fn.restype = restype
+            fn.argtypes = list(argtypes)
+            setattr(self, name, fn)
+        self.missing = tuple(missing)
+
+
+class Binding:
+    """A library's prototypes, bound once on first use, and the names of its statuses.
+
+    prototypes    {name: (restype, argtypes)}; a library lacking one is `spec.error`
+    status_names  {code: "PREFIX_STATUS_..."}; other codes ask `name_function(code)`
+    """
+
+    def __init__(self, loader: LibraryLoader, prototypes: dict, status_names: dict,
+                 name_function: str):
+        self.loader = loader
+        self.prototypes = prototypes
+        self.status_names = status_names
+        self.name_function = name_function
+        self.prefix = next(iter(status_names.values())).rsplit("_STATUS_", 1)[0] + "_STATUS_"
+        self._lock = threading.Lock()
+        self._functions: Optional[BoundFunctions] = None
+
+    def functions(self) -> BoundFunctions:
+        """The bound prototypes; raises `spec.error` when the library does not load."""
+        with self._lock:
+            if self._functions is None:
+                fns = BoundFunctions(self.loader.load(), self.prototypes)
+                if fns.missing:
+                    spec = self.loader.spec
+                    raise spec.error(f"the loaded {spec.label} ({self.loader.loaded_path()}) "
+                                     f"lacks {', '.join(fns.missing)}; {spec.install_hint}")
+                self._functions = fns
+            return self._functions
+
+    def unavailable_reason(self) -> Optional[str]:
+        """None when the library loads with every bound symbol, else why not."""
+        try:
+            self.functions()
+            return None
+        except self.loader.spec.error as e:
+            return str(e)
+
+    def bound(self) -> Optional[BoundFunctions]:
+        """The bound prototypes if `functions()` succeeded before, else None (finalizers)."""
+        return self._functions
+
+    def status_name(self, status: int) -> str:
+        """``<PREFIX>_STATUS_...`` for a code: our table, else the library's own name."""
+        name = self.status_names.get(int(status))
+        if name is not None:
+            return name
+        try:
+            fn = getattr(self.functions(), self.name_function)
+            raw = (fn(int(status)) or b"").decode(errors="replace")
+            if raw.startswith(self.prefix):  # e.g. cuDNN says CUDNN_UNKNOWN_STATUS otherwise
+                return raw
+        except self.loader.spec.error:
+            pass
+        return f"{self.prefix}UNKNOWN_{int(status)}"

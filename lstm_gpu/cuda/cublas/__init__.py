@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 from typing import Optional
 
-from ...errors import CublasNotAvailable
 from ._loader import ENV_PATH, INSTALL_HINT, LOADER
 
 
@@ -29,11 +28,7 @@ def unavailable_reason() -> Optional[str]:
     """None when cuBLAS loads with every symbol lstm_gpu binds, else why not."""
     from . import api
 
-    try:
-        api.functions()
-        return None
-    except CublasNotAvailable as e:
-        return str(e)
+    return api.BINDING.unavailable_reason()
 
 
 def available() -> bool:

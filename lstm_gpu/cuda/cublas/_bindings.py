@@ -6,10 +6,7 @@ the wheel). The ``_v2`` names are the real symbols behind ``cublas_v2.h``'s macr
 """
 from __future__ import annotations
 
-import ctypes
 from ctypes import POINTER, c_char_p, c_double, c_float, c_int, c_longlong, c_size_t, c_void_p
-
-from .._libload import BoundFunctions
 
 # cublasStatus_t
 STATUS_NAMES: dict[int, str] = {
@@ -68,8 +65,3 @@ PROTOTYPES: dict[str, tuple] = {
     "cublasSgemmStridedBatched": (_s, _gemm_strided(_fp)),
     "cublasDgemmStridedBatched": (_s, _gemm_strided(_dp)),
 }
-
-
-def Functions(lib: ctypes.CDLL) -> BoundFunctions:
-    """The bound prototypes (``fns.cublas...(...)``; names the library lacks in ``missing``)."""
-    return BoundFunctions(lib, PROTOTYPES)

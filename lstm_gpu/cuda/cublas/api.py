@@ -38,24 +38,16 @@ import numpy as np
 
 from ...errors import CublasError, CublasNotAvailable
 from .. import gemm_plan
+from .._libload import Binding
 from . import _bindings as B
 from . import _loader
 
-_fns_lock = threading.Lock()
-_fns: dict = {}
+BINDING = Binding(_loader.LOADER, B.PROTOTYPES, B.STATUS_NAMES, "cublasGetStatusName")
 
 
 def functions():
     """The bound prototypes; raises `CublasNotAvailable` when cuBLAS does not load."""
-    with _fns_lock:
-        if "fns" not in _fns:
-            fns = B.Functions(_loader.LOADER.load())
-            if fns.missing:
-                raise CublasNotAvailable(
-                    f"the loaded cuBLAS ({_loader.LOADER.loaded_path()}) lacks "
-                    f"{', '.join(fns.missing)}; " + _loader.INSTALL_HINT)
-            _fns["fns"] = fns
-        return _fns["fns"]
+    return BINDING.functions()
 
 
 def version() -> int:
@@ -66,16 +58,7 @@ def version() -> int:
 
 def status_name(status: int) -> str:
     """`CUBLAS_STATUS_...` for a status code (our table, else cuBLAS's own name)."""
-    name = B.STATUS_NAMES.get(int(status))
-    if name is not None:
-        return name
-    try:
-        raw = (functions().cublasGetStatusName(int(status)) or b"").decode(errors="replace")
-        if raw.startswith("CUBLAS_STATUS_"):
-            return raw
-    except CublasNotAvailable:
-        pass
-    return f"CUBLAS_STATUS_UNKNOWN_{int(status)}"
+    return BINDING.status_name(status)
 
 
 def status_message(status: int) -> str:
@@ -101,7 +84,7 @@ def recommended_workspace_bytes(compute_capability: int) -> int:
 
 
 def _destroy(ptr: int) -> None:
-    fns = _fns.get("fns")
+    fns = BINDING.bound()
     if fns is not None and ptr:
         fns.cublasDestroy_v2(c_void_p(ptr))  # status ignored: nothing to do about it
 

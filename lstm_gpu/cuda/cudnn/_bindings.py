@@ -6,11 +6,8 @@ Every call goes through the shim `libcudnn.so.9`, which forwards to the sub-libr
 """
 from __future__ import annotations
 
-import ctypes
 from ctypes import POINTER, c_char_p, c_double, c_float, c_int, c_int32, c_size_t, c_uint32
 from ctypes import c_ulonglong, c_void_p
-
-from .._libload import BoundFunctions
 
 # --- enums (cuDNN 9 headers) -------------------------------------------------------------
 
@@ -170,8 +167,3 @@ PROTOTYPES: dict[str, tuple] = {
          c_size_t, _p, c_size_t, _p, c_size_t, _p],  # dweight, work, reserve
     ),
 }
-
-
-def Functions(lib: ctypes.CDLL) -> BoundFunctions:
-    """The bound prototypes (``fns.cudnn...(...)``; names the library lacks in ``missing``)."""
-    return BoundFunctions(lib, PROTOTYPES)
