@@ -9,14 +9,17 @@ Per step the loop issues one GEMM and one fused kernel. The GEMM goes through ou
 binding (`lstm_gpu.cuda.cublas`), because CuPy refuses cuBLAS calls during stream capture, on
 the calling thread's handle bound to the stream being run or captured and to the plan's own
 workspace. Kernel arguments are packed once per plan (`cupy.cuda.function.CIntptr` for
-pointers and `cupy._core._scalar.CScalar` for integers: CuPy's launcher passes `CPointer`
-objects through unchanged, cupy/cuda/function.pyx `_pointer`), so an eager step costs two
-calls from Python and a graph replay one launch per loop.
+pointers, `cupy._core._scalar.CScalar` for integers): CuPy 14.2's launcher passes `CPointer`
+objects through unchanged (``cupy/cuda/function.pyx`` line 62, in ``_pointer``; ``CIntptr``
+line 35, ``CScalar`` in ``cupy/_core/_scalar.pyx`` line 320) and launches with
+``cuLaunchKernel`` on the current stream (line 129), which stream capture records. So an
+eager step costs two calls from Python and a graph replay one launch per loop.
 
 `LSTM_GPU_KERNEL_LOOP` selects the loop mode (`loop_engine`): eager, graph, or auto (default).
-A capture runs on a side stream (`cupy.cuda.Stream.begin_capture`, relaxed mode) under a
+A capture runs on a side stream (``cupy.cuda.Stream.begin_capture``, relaxed mode by default:
+``cupy/cuda/stream.pyx`` line 403; ``end_capture`` instantiates the graph, line 425) under a
 CuPy memory hook that fails it if anything allocates; the graph is launched on the current
-stream (`cupy.cuda.Graph.launch`). `graph_stats()` reports eager loops, captures, replays,
+stream (``cupy/cuda/graph.pyx`` line 44, ``Graph.launch``). `graph_stats()` reports eager loops, captures, replays,
 failed captures (fallbacks), plan evictions, record copies and the memory plans hold;
 `clear_graphs()` releases every plan. What to measure on a GPU: bench/bench_kernels.py.
 """

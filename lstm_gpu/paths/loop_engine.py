@@ -73,7 +73,7 @@ class Plan:
         self.graphs: dict[str, Any] = {}
         self.calls: Counter = Counter()
         self.replayed = False
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.ctx: Any = None
         self._resident: Optional[weakref.ref] = None
 

@@ -1,26 +1,31 @@
 """A thin, checked layer over cuBLAS: status mapping, handles, and planned GEMMs.
 
-Why our own binding: CuPy refuses every cuBLAS call while a stream is capturing
-(``cupy_backends/cuda/libs/cublas.pyx``, ``setStream``: ``if runtime.streamIsCapturing(stream):
-raise NotImplementedError('calling cuBLAS API during stream capture is currently
-unsupported')``, reached by every CuPy GEMM through ``_setStream``), so the kernel path's time
-loop could never be captured into a CUDA graph through CuPy.
+Why our own binding: CuPy refuses every cuBLAS call while a stream is capturing (CuPy 14.2,
+``cupy_backends/cuda/libs/cublas.pyx`` line 648, in ``setStream``: ``if runtime.
+streamIsCapturing(stream): raise NotImplementedError('calling cuBLAS API during stream
+capture is currently unsupported')``), and every CuPy GEMM (``sgemm`` line 1077, ``gemmEx``
+line 1639, ...) first calls ``_setStream`` (line 666) with the current stream. So the kernel
+path's time loop could never be captured into a CUDA graph through CuPy (CuPy issue 6290).
 
-What the cuBLAS documentation says we rely on:
-- ``cublasSetStream`` "unconditionally resets the cuBLAS library workspace back to the default
-  workspace pool", so `Handle.bind` calls ``cublasSetWorkspace`` after every stream change
-  (PyTorch's ``getCurrentCUDABlasHandle`` in ``aten/src/ATen/cuda/CublasHandlePool.cpp`` does
-  the same). The workspace must be 256-byte aligned; the recommended size is 4 MiB, 32 MiB
-  on Hopper and later (`recommended_workspace_bytes`).
-- CUDA graphs: cuBLAS routines can be stream-captured; with ``CUBLAS_POINTER_MODE_HOST`` the
-  alpha/beta values are captured into the graph; a user workspace set with
-  ``cublasSetWorkspace`` avoids stream-ordered allocations inside the graph. A captured GEMM
-  keeps the workspace address: the buffer must outlive every graph recorded with it (the
-  kernel path gives each plan its own).
-- Math mode: ``CUBLAS_DEFAULT_MATH`` with the typed ``cublasSgemm``/``Dgemm`` computes float32
-  in FP32; TF32 needs ``CUBLAS_TF32_TENSOR_OP_MATH`` (``cublas_api.h``: "allow accelerating
-  single precision routines using TF32 tensor cores"). Handles are created with
-  DEFAULT_MATH and host pointer mode, set explicitly.
+What the cuBLAS documentation (docs.nvidia.com/cuda/cublas) says that we rely on:
+- ``cublasSetStream`` (section "cublasSetStream()") "unconditionally resets the cuBLAS
+  library workspace back to the default workspace pool", so `Handle.bind` calls
+  ``cublasSetWorkspace`` after every stream change, as PyTorch's ``getCurrentCUDABlasHandle``
+  does (``aten/src/ATen/cuda/CublasHandlePool.cpp``). ``cublasSetWorkspace``: the buffer must
+  be 256-byte aligned (CuPy's pool hands out 512-byte units, ``cupy/cuda/memory.pyx`` line
+  40); the recommended size is 4 MiB, 32 MiB on Hopper and later
+  (`recommended_workspace_bytes`).
+- "CUDA Graphs Support": cuBLAS routines can be stream-captured; with
+  ``CUBLAS_POINTER_MODE_HOST`` the alpha/beta values are captured into the graph; a user
+  workspace from ``cublasSetWorkspace`` keeps cuBLAS from stream-ordered allocations inside
+  the graph. A captured GEMM keeps the workspace address: the buffer must outlive every graph
+  recorded with it (the kernel path gives each plan its own).
+- ``cublasSetMathMode``: ``CUBLAS_DEFAULT_MATH`` with the typed ``cublasSgemm``/``Dgemm``
+  computes float32 in FP32; TF32 needs ``CUBLAS_TF32_TENSOR_OP_MATH`` (``cublas_api.h``:
+  "allow accelerating single precision routines using TF32 tensor cores"). Handles are
+  created with DEFAULT_MATH and host pointer mode, set explicitly. (CuPy's own GEMMs outside
+  the loop use ``CUBLAS_COMPUTE_32F`` unless ``CUPY_TF32=1``: ``cupy/_core/
+  _routines_linalg.pyx`` line 454.)
 
 Handles: one per (device, thread), created lazily by `get_handle()` (a cuBLAS handle binds to
 the device current at creation and must not be used by two threads at once) and destroyed by
