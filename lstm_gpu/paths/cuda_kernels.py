@@ -19,9 +19,10 @@ eager step costs two calls from Python and a graph replay one launch per loop.
 A capture runs on a side stream (``cupy.cuda.Stream.begin_capture``, relaxed mode by default:
 ``cupy/cuda/stream.pyx`` line 403; ``end_capture`` instantiates the graph, line 425) under a
 CuPy memory hook that fails it if anything allocates; the graph is launched on the current
-stream (``cupy/cuda/graph.pyx`` line 44, ``Graph.launch``). `graph_stats()` reports eager loops, captures, replays,
-failed captures (fallbacks), plan evictions, record copies and the memory plans hold;
-`clear_graphs()` releases every plan. What to measure on a GPU: bench/bench_kernels.py.
+stream (``cupy/cuda/graph.pyx`` line 44, ``Graph.launch``). `graph_stats()` reports eager
+loops, captures, replays, failed captures (fallbacks), plan evictions, record copies and the
+memory plans hold; `clear_graphs()` releases every plan. What to measure on a GPU:
+bench/bench_kernels.py.
 """
 from __future__ import annotations
 
