@@ -309,3 +309,17 @@ def test_the_recorder_catches_a_library_call_inside_a_body(monkeypatch):
     finally:
         Traced.report = staticmethod(lambda name: None)
     assert ("matmul", True) in calls
+
+
+def test_backward_with_and_without_a_sequence_gradient_share_a_plan():
+    engine, device = LoopEngine(mode=lambda: "graph"), HostDevice(np.float64)
+    for i, case in enumerate(cases(4, mask_kind="left")):
+        grads = grads_for(i)
+        if i % 2:
+            grads = (grads[0], None, grads[2], grads[3])
+        res = fwd(engine, device, case)
+        g = fused_loop.backward(device, res.saved, *grads)
+        assert_close(outputs(res, g), ref(case, grads))
+        del res
+    s = engine.snapshot()
+    assert (s["plans"], s["captures"], s["replays"]) == (1, 3, 5)

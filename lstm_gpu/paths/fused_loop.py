@@ -194,14 +194,13 @@ def _forward_program(device: Device, plan: Plan, d: _Dims) -> list:
     return program
 
 
-def _backward_buffers(xp, d: _Dims, with_seq: bool) -> dict:
-    T, B, U, dt = d.T, d.B, d.U, d.dtype
-    buf = dict(dZ=xp.empty((T, 4, B, U) if d.rec else (T, B, 4 * U), dt),
-               dh_rec=xp.empty((4, B, U) if d.rec else (B, U), dt),
-               g_out=xp.empty((B, U), dt), dh=xp.empty((B, U), dt), dc=xp.empty((B, U), dt))
+def _backward_shapes(d: _Dims, with_seq: bool) -> dict:
+    T, B, U = d.T, d.B, d.U
+    shapes = dict(dZ=(T, 4, B, U) if d.rec else (T, B, 4 * U),
+                  dh_rec=(4, B, U) if d.rec else (B, U), g_out=(B, U), dh=(B, U), dc=(B, U))
     if with_seq:
-        buf["d_seq"] = xp.empty((T, B, U), dt)
-    return buf
+        shapes["d_seq"] = (T, B, U)
+    return shapes
 
 
 def _backward_program(device: Device, plan: Plan, d: _Dims, with_seq: bool) -> list:
@@ -227,10 +226,9 @@ def _backward_program(device: Device, plan: Plan, d: _Dims, with_seq: bool) -> l
 def _ensure_backward(device: Device, plan: Plan, d: _Dims, with_seq: bool) -> str:
     kind = "backward+seq" if with_seq else "backward"
     if kind not in plan.programs:
-        xp = device.xp
-        for name, arr in _backward_buffers(xp, d, with_seq).items():
+        for name, shape in _backward_shapes(d, with_seq).items():
             if name not in plan.buf:
-                plan.buf[name] = arr
+                plan.buf[name] = device.xp.empty(shape, d.dtype)
         plan.programs[kind] = _backward_program(device, plan, d, with_seq)
     return kind
 
