@@ -326,6 +326,9 @@ def _dims(x, spec: CellSpec, mask, dropout: Optional[DropoutMasks]) -> _Dims:
 
 def forward(device: Device, engine: LoopEngine, weights: Weights, x, mask, h0, c0,
             spec: CellSpec, dropout: Optional[DropoutMasks], training: bool) -> ForwardResult:
+    """The path contract's forward (`paths/base.py`) on `device`, in a plan of `engine`.
+
+    Every returned array is fresh; with `training`, `saved` is the record for `backward`."""
     _check_dropout(dropout)
     d = _dims(x, spec, mask, dropout)  # PathUnavailable for callables, before any device work
     T, B = d.T, d.B
@@ -382,6 +385,8 @@ def _set_or_zero(buf, g) -> None:
 
 
 def backward(device: Device, saved: Saved, d_last, d_sequence, d_h, d_c) -> Gradients:
+    """The path contract's backward: gradients of the training call that made `saved`, in its
+    plan (or, when a later call took that plan, in one it is copied back into)."""
     if saved is None:
         raise ValueError("backward needs the `saved` of a forward call with training=True")
     xp = device.xp
