@@ -56,7 +56,9 @@ class Operand:
 
 def address(a: Any) -> int:
     """The address of a NumPy or CuPy array's first element (its view's offset included):
-    ``ndarray.data.ptr`` for CuPy, ``ndarray.ctypes.data`` for NumPy."""
+    ``ndarray.ctypes.data`` for NumPy; for CuPy ``ndarray.data.ptr`` (CuPy 14.2: ``data`` is a
+    ``MemoryPointer``, ``cupy/_core/core.pxd`` line 22, whose ``ptr`` is the allocation's
+    address plus the view's offset, ``cupy/cuda/memory.pyx`` line 481)."""
     return int(a.data.ptr if is_cupy_array(a) else a.ctypes.data)
 
 

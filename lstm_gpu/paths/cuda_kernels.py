@@ -169,6 +169,9 @@ class CupyDevice:
         plan.ctx.last_stream = stream.ptr
 
     def _bind(self, plan: Plan, stream_ptr: int) -> None:
+        """This thread's cuBLAS handle onto `stream_ptr` and the plan's workspace. Streams are
+        CuPy's: ``cupy.cuda.get_current_stream()`` (``cupy/cuda/stream.pyx`` line 88) and its
+        ``ptr``, the raw ``cudaStream_t`` (0: the legacy default stream)."""
         handle = self._cublas.get_handle(self.device_id)
         ws = plan.ctx.workspace
         handle.bind(stream_ptr, ws.data.ptr, ws.nbytes)
