@@ -114,7 +114,7 @@ def _pack(params, values: dict) -> list:
 
 
 class HostOps:
-    """PointwiseOps over NumPy arrays, running the kernels' element bodies on the CPU.
+    """The fused steps and the bias sum on NumPy arrays, with the kernels' element bodies.
 
     fixed=True routes (tanh, sigmoid) to the <T, 1, 2> instantiation, as the CUDA path does.
     `fwd_args` / `bwd_args` pack the arguments once (for a prepared op); `fwd_step` /
