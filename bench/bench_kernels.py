@@ -10,7 +10,11 @@ Variants: no mask / left-padded mask, recurrent_dropout 0 / 0.2. Rows:
   torch-nocudnn                              torch.nn.LSTM with torch.backends.cudnn disabled
                                              (no mask, no recurrent dropout: torch has neither)
 Timing: CUDA events on the current stream around forward(training=True) + backward, after
-warm-up calls (which also capture the graphs), median of --repeat runs. TF32 is off.
+warm-up calls, median of --repeat runs. TF32 is off. Each kernel-path row starts from
+`clear_graphs()`; its first call (eager run + capture in graph mode) is timed on its own as
+`first_call_ms`, and the row records how the loops ran (`graph_stats` deltas: eager runs,
+captures, replays, fallbacks): a graph row whose replays do not cover every timed call, or
+with a fallback, did not measure graphs.
 Writes JSON (one record per row, with every sample) to bench/results/.
 """
 from __future__ import annotations
@@ -35,10 +39,14 @@ VARIANTS = [(mask, rd) for mask in (None, "left") for rd in (0.0, 0.2)]
 
 
 def _time_cuda(fn, warmup, repeat):
-    """Per-call times in ms (CUDA events on the current stream, the CLI's timer)."""
+    """(first call ms, per-call times in ms): CUDA events on the current stream, the CLI's
+    timer; the first call is timed before the warm-up calls."""
     from lstm_gpu.bench.timing import CupyEventTimer
 
     timer = CupyEventTimer()
+    timer.start()
+    fn()
+    first = timer.stop() * 1e3
     for _ in range(warmup):
         fn()
     samples = []
@@ -46,7 +54,14 @@ def _time_cuda(fn, warmup, repeat):
         timer.start()
         fn()
         samples.append(timer.stop() * 1e3)
-    return samples
+    return first, samples
+
+
+_COUNTERS = ("eager", "captures", "replays", "fallbacks")
+
+
+def _loop_counts(before: dict, after: dict) -> dict:
+    return {k: after[k] - before[k] for k in _COUNTERS}
 
 
 def _problem(shape, mask_kind, rec_drop, seed=0):
@@ -133,20 +148,26 @@ def main(argv=None):
             for name, fn in rows:
                 if name.startswith("cuda-kernels"):
                     os.environ[cuda_kernels.LOOP_ENV] = name[len("cuda-kernels["):-1]
+                    cuda_kernels.clear_graphs()
+                before = cuda_kernels.graph_stats()
                 try:
-                    samples = _time_cuda(fn, args.warmup, args.repeat)
-                    rec = dict(median_ms=statistics.median(samples), samples_ms=samples)
+                    first, samples = _time_cuda(fn, args.warmup, args.repeat)
+                    rec = dict(median_ms=statistics.median(samples), samples_ms=samples,
+                               first_call_ms=first)
                 except Exception as exc:  # report and go on with the other rows
                     rec = dict(error=repr(exc))
+                loops = _loop_counts(before, cuda_kernels.graph_stats())
                 rec.update(path=name, shape=list(shape), mask=mask_kind, recurrent_dropout=rd,
-                           graph_stats=cuda_kernels.graph_stats())
+                           loops=loops, graph_stats=cuda_kernels.graph_stats())
                 records.append(rec)
                 print(f"{str(shape):22} mask={str(mask_kind):5} rd={rd:<4} {name:22} "
-                      f"{rec.get('median_ms', float('nan')):9.3f} ms {rec.get('error', '')}")
+                      f"{rec.get('median_ms', float('nan')):9.3f} ms "
+                      f"(first {rec.get('first_call_ms', float('nan')):8.3f} ms; {loops}) "
+                      f"{rec.get('error', '')}")
             if mask_kind is None and not rd:
                 try:
                     fn, tv = _torch_step(shape)
-                    samples = _time_cuda(fn, args.warmup, args.repeat)
+                    _, samples = _time_cuda(fn, args.warmup, args.repeat)
                     rec = dict(median_ms=statistics.median(samples), samples_ms=samples,
                                torch=tv)
                 except Exception as exc:

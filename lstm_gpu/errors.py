@@ -10,11 +10,11 @@ class PathUnavailable(LstmGpuError, NotImplementedError):
     """A compute path cannot serve this call (the dispatcher falls back)."""
 
 
-class CudnnError(LstmGpuError, RuntimeError):
-    """A cuDNN call returned a non-zero status.
+class LibraryStatusError(LstmGpuError, RuntimeError):
+    """A call into an NVIDIA library returned a non-zero status.
 
     Attributes: ``status`` (int), ``name`` (e.g. ``"CUDNN_STATUS_BAD_PARAM"``), ``message``
-    (cuDNN's last error text, may be empty).
+    (the library's own error text, may be empty), ``call`` (the function's name).
     """
 
     def __init__(self, status: int, name: str, message: str = "", call: str = ""):
@@ -32,5 +32,17 @@ class CudnnError(LstmGpuError, RuntimeError):
         return (type(self), (self.status, self.name, self.message, self.call))
 
 
+class CudnnError(LibraryStatusError):
+    """A cuDNN call returned a non-zero status (``message``: cudnnGetLastErrorString)."""
+
+
+class CublasError(LibraryStatusError):
+    """A cuBLAS call returned a non-zero status (``message``: cublasGetStatusString)."""
+
+
 class CudnnNotAvailable(LstmGpuError, ImportError):
     """cuDNN 9 could not be found or loaded."""
+
+
+class CublasNotAvailable(LstmGpuError, ImportError):
+    """cuBLAS (12 or 13, matching CuPy's CUDA) could not be found or loaded."""

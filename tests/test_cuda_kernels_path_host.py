@@ -1,7 +1,9 @@
-"""Parts of paths/cuda_kernels.py that run without a GPU: contract, errors, graph-runner logic."""
-from __future__ import annotations
+"""Parts of paths/cuda_kernels.py that run without a GPU: contract, errors, modes, counters.
 
-import types
+The plan/graph logic itself is shared with the host device and tested in
+tests/test_loop_engine_host.py; launch arguments in tests/test_kernel_launch_args.py.
+"""
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -28,7 +30,9 @@ def test_numpy_input_is_rejected_and_callable_unavailable():
     with pytest.raises(TypeError):
         cuda_kernels.forward(w, x, None, h, h, _spec(), None, False)
     with pytest.raises(PathUnavailable):
-        fused_loop.forward(None, w, x, None, h, h, _spec(lambda v: v), None, False)
+        fused_loop.forward(None, None, w, x, None, h, h, _spec(lambda v: v), None, False)
+    with pytest.raises(ValueError, match="saved"):
+        cuda_kernels.backward(None, None, None, None, None)
 
 
 def test_loop_mode_env(monkeypatch):
@@ -37,60 +41,21 @@ def test_loop_mode_env(monkeypatch):
     monkeypatch.setenv(cuda_kernels.LOOP_ENV, "GRAPH")
     assert cuda_kernels.loop_mode() == "graph"
     monkeypatch.setenv(cuda_kernels.LOOP_ENV, "fast")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="LSTM_GPU_KERNEL_LOOP"):
         cuda_kernels.loop_mode()
+
+
+def test_graph_stats_keys_and_clear():
+    """The counters `lstm-gpu-check` reads (issue 14) and clear_graphs()."""
+    cuda_kernels.clear_graphs()
+    stats = cuda_kernels.graph_stats()
+    for key in ("eager", "captures", "replays", "fallbacks", "evictions", "record_copies",
+                "record_restores", "plans", "plan_bytes", "failed_keys"):
+        assert isinstance(stats[key], int), key
+    assert stats["plans"] == stats["plan_bytes"] == 0
 
 
 def test_colsum_chunks_cover_rows():
     for rows, U in ((1, 1), (7, 3), (6400, 512), (1600, 128), (10 ** 6, 4)):
         rpc, chunks = fused_loop.colsum_chunks(rows, U)
         assert rpc * chunks >= rows > rpc * (chunks - 1)
-
-
-class _FakeGraph:
-    def __init__(self, runner_log):
-        self.log = runner_log
-
-    def launch(self, stream=None):
-        self.log.append("replay")
-
-
-def test_graph_runner_decisions(monkeypatch):
-    """First sighting eager, second captures, later replays; auto gives up on churn."""
-    log = []
-    runner = cuda_kernels.GraphRunner(max_graphs=4)
-    fake_cp = types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: None))
-    monkeypatch.setattr(cuda_kernels, "cupy_module", lambda: fake_cp)
-    monkeypatch.setattr(cuda_kernels, "graph_key",
-                        lambda kind, a, with_addresses=True:
-                        (kind, a.scalars["ptr"] if with_addresses else None))
-
-    def capture(body):
-        log.append("capture")
-        return _FakeGraph(log)
-
-    monkeypatch.setattr(runner, "_capture", capture)
-    body = lambda: log.append("eager")  # noqa: E731
-
-    def args(ptr):
-        a = fused_loop.LoopArgs()
-        a.scalars["ptr"] = ptr
-        return a
-
-    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "graph")
-    for _ in range(4):
-        runner("forward", args(1), body)
-    assert log == ["eager", "capture", "replay", "replay", "replay"]
-
-    log.clear()
-    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "eager")
-    runner("forward", args(1), body)
-    assert log == ["eager"]
-
-    # auto: addresses never repeat twice in a row -> after GIVE_UP_AFTER wasted captures, eager
-    log.clear()
-    runner.clear()
-    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "auto")
-    for ptr in range(100, 100 + 2 * 10):
-        runner("backward", args(ptr // 2), body)  # each key seen exactly twice
-    assert log.count("capture") == cuda_kernels.GraphRunner.GIVE_UP_AFTER

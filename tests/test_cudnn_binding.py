@@ -272,27 +272,21 @@ HEADER_CONSTANTS = {
 
 @pytest.fixture(scope="module")
 def headers():
-    import cudnn_headers
+    import c_headers
 
     if not cudnn.available():
         pytest.skip("cuDNN 9 does not load here")
-    directory = cudnn_headers.include_dir(_loader.loaded_path())
+    directory = c_headers.include_dir(_loader.loaded_path(), c_headers.CUDNN)
     if directory is None:
         pytest.skip(f"no cuDNN headers beside {_loader.loaded_path()}")
-    return cudnn_headers.Headers(directory)
+    return c_headers.Headers(directory, c_headers.CUDNN)
 
 
 @pytest.mark.parametrize("name", sorted(B.PROTOTYPES))
 def test_prototype_matches_header(headers, name):
-    from cudnn_headers import ctypes_kind
+    from c_headers import check_prototypes
 
-    assert name in headers.functions, f"{name} is not declared in the cuDNN headers"
-    c_return, c_params = headers.functions[name]
-    restype, argtypes = B.PROTOTYPES[name]
-    assert ctypes_kind(restype) == headers.kind(c_return), (name, c_return)
-    assert len(argtypes) == len(c_params), (name, c_params)
-    for i, (ours, theirs) in enumerate(zip(argtypes, c_params)):
-        assert ctypes_kind(ours) == headers.kind(theirs), (name, i, theirs)
+    check_prototypes(headers, B.PROTOTYPES, name)
 
 
 def test_constants_match_header(headers):

@@ -1,9 +1,11 @@
 """The kernel path's full forward + backward orchestration on the CPU.
 
-`lstm_gpu.paths.fused_loop` runs with NumPy GEMMs and the host build of the kernels' element
-bodies (tests/lstm_host_lib.py) as the fused pointwise op; it is compared with the reference path
-(`numpy_ref`, the spec), and its gradients with central finite differences.
-This checks every index, stride and layout that the CUDA path uses, without a GPU.
+`lstm_gpu.paths.fused_loop` runs on `HostDevice` (tests/lstm_host_lib.py): the host build of
+the kernels' element bodies for the fused steps and SciPy's BLAS on the GEMM planner's
+arguments for the per-step GEMMs, in plans driven by a `LoopEngine` in eager or graph mode
+(graph: the recorded program is replayed, as a CUDA graph would be). Results are compared with
+the reference path (`numpy_ref`, the spec), gradients with central finite differences. This
+checks every index, stride, layout and GEMM argument that the CUDA path uses, without a GPU.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from lstm_gpu import activations
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths import fused_loop, numpy_ref
 from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
+from lstm_gpu.paths.loop_engine import LoopEngine
 
-from lstm_host_lib import HostOps
+from lstm_host_lib import HostDevice
 
 
 def ref_forward(W, R, b, x, mask, h0, c0, act, ract, zero_output, mx=None, mr=None):
@@ -56,7 +59,9 @@ def make_case(rng, T, B, F, U, dtype=np.float64, mask_kind=None, in_drop=0, rec_
                 mask=mask, mx=cast(mx), mr=cast(mr))
 
 
-def run_path(case, act, ract, zero_output, training=True, fixed=True):
+def run_path(case, act, ract, zero_output, training=True, fixed=True, engine=None,
+             device=None):
+    """(device, spec, ForwardResult); a new eager engine unless one is given."""
     spec = CellSpec(units=case["h0"].shape[1], activation=activations.get(act),
                     recurrent_activation=activations.get(ract),
                     use_bias=case["b"] is not None, zero_output_for_mask=zero_output,
@@ -65,10 +70,11 @@ def run_path(case, act, ract, zero_output, training=True, fixed=True):
     if case["mx"] is not None or case["mr"] is not None:
         dropout = DropoutMasks(inputs=case["mx"], recurrent=case["mr"])
     w = Weights(kernel=case["W"], recurrent_kernel=case["R"], bias=case["b"])
-    ops = HostOps(case["x"].dtype, fixed=fixed)
-    res = fused_loop.forward(ops, w, case["x"], case["mask"], case["h0"], case["c0"], spec,
-                             dropout, training)
-    return ops, spec, res
+    device = device or HostDevice(case["x"].dtype, fixed=fixed)
+    engine = engine or LoopEngine(mode=lambda: "eager")
+    res = fused_loop.forward(device, engine, w, case["x"], case["mask"], case["h0"], case["c0"],
+                             spec, dropout, training)
+    return device, spec, res
 
 
 def ref_of(case, act, ract, zero_output, **over):
@@ -93,22 +99,29 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["eager", "graph"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_forward_matches_reference(cfg, dtype):
+def test_forward_matches_reference(cfg, dtype, mode):
+    """Three calls of one shape with different data share a plan: in graph mode the first
+    captures and the next two replay, so every input must reach the plan's buffers."""
     mask_kind, in_drop, rec_drop, use_bias, act, ract, zo = cfg
-    rng = np.random.default_rng(0)
-    case = make_case(rng, 6, 5, 4, 3, np.float64, mask_kind, in_drop, rec_drop, use_bias)
-    want = ref_of(case, act, ract, zo)
-    cast = {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
-            for k, v in case.items()}
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=2e-6)
-    for training in (True, False):
-        _, _, res = run_path(cast, act, ract, zo, training=training)
-        for got, exp in zip((res.last, res.sequence, res.h, res.c), want):
-            assert got.dtype == dtype
-            np.testing.assert_allclose(got, exp, **tol)
-        assert (res.saved is not None) == training
+    engine = LoopEngine(mode=lambda: mode)
+    for seed in range(3):
+        case = make_case(np.random.default_rng(seed), 6, 5, 4, 3, np.float64, mask_kind,
+                         in_drop, rec_drop, use_bias)
+        want = ref_of(case, act, ract, zo)
+        cast = {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                    else v) for k, v in case.items()}
+        for training in (True, False):
+            _, _, res = run_path(cast, act, ract, zo, training=training, engine=engine)
+            for got, exp in zip((res.last, res.sequence, res.h, res.c), want):
+                assert got.dtype == dtype
+                np.testing.assert_allclose(got, exp, **tol)
+            assert (res.saved is not None) == training
+    stats = engine.snapshot()
+    assert stats["replays"] == (4 if mode == "graph" else 0), stats
 
 
 def test_fixed_and_dynamic_instantiations_agree():
@@ -119,10 +132,9 @@ def test_fixed_and_dynamic_instantiations_agree():
     np.testing.assert_array_equal(a.c, b.c)
 
 
-def _loss_and_grads(case, act, ract, zo, g):
-    ops, spec, res = run_path(case, act, ract, zo, training=True)
-    grads = fused_loop.backward(ops, res.saved, g["last"], g["seq"], g["h"], g["c"])
-    return grads
+def _loss_and_grads(case, act, ract, zo, g, engine=None):
+    device, spec, res = run_path(case, act, ract, zo, training=True, engine=engine)
+    return fused_loop.backward(device, res.saved, g["last"], g["seq"], g["h"], g["c"])
 
 
 def _loss(case, act, ract, zo, g, **over):
@@ -210,6 +222,22 @@ def test_callable_activation_is_unavailable():
         run_path(case, lambda v: v * 2.0, "sigmoid", False)
 
 
+@pytest.mark.parametrize("in_drop, rec_drop", [(0, False), (1, False), (4, True)])
+def test_weights_and_masks_are_cast_to_the_compute_dtype(in_drop, rec_drop):
+    """float64 weights and dropout masks with float32 inputs are cast, not read through
+    `float*` (which gave garbage before)."""
+    case = make_case(np.random.default_rng(7), 5, 3, 4, 3, np.float64, "left", in_drop,
+                     rec_drop)
+    f32 = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+               else v) for k, v in case.items()}
+    mixed = dict(f32, W=case["W"], R=case["R"], b=case["b"], mx=case["mx"], mr=case["mr"])
+    want = run_path(f32, "tanh", "sigmoid", False)[2]
+    got = run_path(mixed, "tanh", "sigmoid", False)[2]
+    for a, b in zip((got.sequence, got.h, got.c), (want.sequence, want.h, want.c)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_single_step_and_single_sample():
     rng = np.random.default_rng(6)
     for T, B in ((1, 3), (4, 1)):
@@ -218,3 +246,17 @@ def test_single_step_and_single_sample():
         _, _, res = run_path(case, "tanh", "sigmoid", False)
         for got, exp in zip((res.last, res.sequence, res.h, res.c), want):
             np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("T, B", [(0, 3), (4, 0)])
+def test_empty_time_or_batch(T, B):
+    case = make_case(np.random.default_rng(8), max(T, 1), max(B, 1), 3, 2, mask_kind="left")
+    case = dict(case, x=case["x"][:T, :B], h0=case["h0"][:B], c0=case["c0"][:B],
+                mask=case["mask"][:T, :B])
+    want = ref_of(case, "tanh", "sigmoid", False)
+    device, _, res = run_path(case, "tanh", "sigmoid", False)
+    for got, exp in zip((res.last, res.sequence, res.h, res.c), want):
+        np.testing.assert_array_equal(got, exp)
+    g = fused_loop.backward(device, res.saved, None, None, np.ones((B, 2)), None)
+    assert g.inputs.shape == (T, B, 3) and not g.kernel.any() and not g.bias.any()
+    np.testing.assert_array_equal(g.h0, np.ones((B, 2)))

@@ -1,1 +1,2 @@
-"""GPU plumbing: the cuDNN binding and the CUDA kernel loader."""
+"""GPU plumbing: the cuDNN and cuBLAS bindings (one library finder, `_libload`), the GEMM
+planner (`gemm_plan`) and the CUDA kernel loader (`kernels`)."""

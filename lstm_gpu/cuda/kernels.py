@@ -48,6 +48,34 @@ def sum_name(kind: str, ctype: str) -> str:
     return f"lstm::{kind}<{ctype}>"
 
 
+def _params(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(p.split(":")) for p in text.split())  # type: ignore[misc]
+
+
+# Kernel parameters in order, as (name, kind): "ptr" (a device pointer, NULL for None),
+# "idx" (idx_t = long long) or "int". tests/test_kernel_launch_args.py compares these with the
+# __global__ signatures in kernels/lstm_kernels.cu.
+FWD_STEP_PARAMS = _params("""
+    xz:ptr xz_gs:idx xz_bs:idx rz:ptr rz_gs:idx rz_bs:idx bias:ptr h_prev:ptr c_prev:ptr
+    out_prev:ptr mask:ptr rec_mask:ptr h_rec:ptr h:ptr c:ptr out:ptr z_save:ptr B:idx U:idx
+    act:int ract:int zero_output:int""")
+BWD_STEP_PARAMS = _params("""
+    z:ptr c_prev:ptr c:ptr mask:ptr d_out:ptr g_out:ptr dh:ptr dh_rec:ptr rec_mask:ptr dc:ptr
+    dz:ptr dz_gs:idx dz_bs:idx B:idx U:idx act:int ract:int zero_output:int""")
+COLSUM_PARTIAL_PARAMS = _params("""
+    in:ptr ts:idx bs:idx gs:idx T_:idx B:idx U:idx rows_per_chunk:idx chunks:idx partial:ptr""")
+COLSUM_FINAL_PARAMS = _params("partial:ptr U:idx chunks:idx out:ptr")
+
+
+def ordered_args(params, values: dict) -> list:
+    """`values` (a dict by parameter name) in the kernel's parameter order; KeyError names a
+    missing argument, and an unexpected one is a TypeError."""
+    extra = set(values) - {name for name, _ in params}
+    if extra:
+        raise TypeError(f"unexpected kernel arguments {sorted(extra)}")
+    return [values[name] for name, _ in params]
+
+
 NAME_EXPRESSIONS: tuple[str, ...] = tuple(
     [step_name(k, c, a, r) for c in CTYPES.values() for a, r in _ACT_VARIANTS
      for k in ("fwd_step", "bwd_step")]

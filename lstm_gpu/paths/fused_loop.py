@@ -1,8 +1,9 @@
-"""The kernel path's algorithm, written once for any array module and any pointwise backend.
+"""The kernel path's algorithm, written once for any device: CUDA, or the host stand-ins.
 
-`paths/cuda_kernels.py` runs it on CuPy arrays with the CUDA kernels of kernels/lstm_kernels.cu;
-the tests run it on NumPy arrays with the same per-element code compiled for the host
-(kernels/lstm_host.cpp through ctypes), which checks every index and layout without a GPU.
+`paths/cuda_kernels.py` runs it with the CUDA kernels of kernels/lstm_kernels.cu and our cuBLAS
+binding; the tests run it on NumPy arrays with the same per-element code compiled for the host
+and SciPy's BLAS on the same GEMM plans, which checks every index, layout and GEMM argument
+without a GPU.
 
 Notation: T steps, B samples, F features, U units, G = 4 gates (i, f, c, o).
 
@@ -22,74 +23,83 @@ Backward (reverse processing order)
 Operands passed to the pointwise ops are "gate-strided": element (b, k, u) of a per-step
 operand sits at b * batch_stride + k * gate_stride + u from the view's first element.
 
-Time loops are closures over a `LoopArgs` record; a `runner(kind, loop_args, body)` hook lets
-the CUDA path replay them as CUDA graphs keyed on every array and scalar in the record.
+Plans (`loop_engine`): the time loops read and write only a plan's buffers, listed here per
+shape key (elements; dt = the compute dtype, u8 = uint8; * = only when present):
+
+    forward    xz 4TBU, seq TBU, h0 BU, c0 BU, uw 4UU, rz 4BU, bias 4U*, mask TB u8*,
+               mr 4BU*, h_rec 4BU*;  inference: h BU, c BU;  training: hs TBU, cs TBU,
+               z 4TBU
+    backward   dZ 4TBU, dh_rec BU (4BU with recurrent dropout), g_out BU, dh BU, dc BU,
+               d_seq TBU* (allocated by the first backward of the plan)
+
+plus, on CUDA, one cuBLAS workspace (4 MiB, 32 MiB from sm_90). A training plan is thus about
+16 TBU elements. Each step's operations are built once per plan into a program (views, GEMM
+plans, packed kernel arguments): an eager call only issues them, a graph call replays them.
+What a call returns is always a fresh array (copied out of the plan); a training call's
+record for backward (Z, hs, cs) stays in the plan until a later call needs the buffers while
+the record is alive, which copies it out first (`_evict`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
-from .._xp import array_module
+import numpy as np
+
 from ..errors import PathUnavailable
 from .base import CellSpec, DropoutMasks, ForwardResult, Gradients, Weights
+from .loop_engine import LoopDevice, LoopEngine, Plan
 
 
-class PointwiseOps(Protocol):
-    """The fused per-step element-wise operations (CUDA kernels or the host library)."""
+class Device(LoopDevice, Protocol):
+    """A `LoopDevice` with the loop's operations. `fwd_step`, `bwd_step` and `gemm` return
+    zero-argument ops (see kernels/lstm_kernels.cu for the step arguments); `gemm` computes
+    ``out = a @ b`` (2-D or batched) through `lstm_gpu.cuda.gemm_plan`."""
 
-    def fwd_step(self, *, xz, xz_gs, xz_bs, rz, rz_gs, rz_bs, bias, h_prev, c_prev, out_prev,
-                 mask, rec_mask, h_rec, h, c, out, z_save, B, U, act, ract,
-                 zero_output) -> None: ...
+    xp: Any
 
-    def bwd_step(self, *, z, c_prev, c, mask, d_out, g_out, dh, dh_rec, rec_mask, dc, dz,
-                 dz_gs, dz_bs, B, U, act, ract, zero_output) -> None: ...
-
+    def fwd_step(self, plan: Plan, **args) -> Callable[[], None]: ...
+    def bwd_step(self, plan: Plan, **args) -> Callable[[], None]: ...
+    def gemm(self, plan: Plan, a, b, out) -> Callable[[], None]: ...
     def colsum(self, src, *, ts, bs, gs, T, B, U, out) -> None: ...
-
-
-Runner = Callable[[str, "LoopArgs", Callable[[], None]], None]
-
-
-def run_eagerly(kind: str, args: "LoopArgs", body: Callable[[], None]) -> None:
-    body()
-
-
-@dataclass
-class LoopArgs:
-    """Everything a time loop touches: arrays (by identity) and scalars. A CUDA graph of the
-    loop is valid exactly when every array here has the same address, shape and strides and
-    every scalar is equal (see `graph_key`)."""
-
-    arrays: dict = field(default_factory=dict)
-    scalars: dict = field(default_factory=dict)
-
-    def __getattr__(self, name):
-        d = self.__dict__
-        if name in d.get("arrays", {}):
-            return d["arrays"][name]
-        if name in d.get("scalars", {}):
-            return d["scalars"][name]
-        raise AttributeError(name)
 
 
 @dataclass
 class Saved:
-    """What backward needs (kept only when training)."""
+    """What backward needs (kept only when training). z, hs and cs are the plan's buffers
+    while this record is the plan's resident, private copies after `_evict`."""
 
     spec: CellSpec
-    weights: Weights
+    weights: Weights  # in the compute dtype
     x: Any
-    mask_u8: Any  # (T, B) uint8 or None
+    mask: Any  # (T, B) uint8 or None
     h0: Any
     c0: Any
-    dropout: Optional[DropoutMasks]
+    dropout: Optional[DropoutMasks]  # in the compute dtype
     z: Any  # (T, B, 4U) pre-activations (bias included)
     hs: Any  # (T, B, U) h state after each step
     cs: Any  # (T, B, U) c state after each step
+    plan: Plan
+    engine: LoopEngine
 
 
-def _kernel_ids(spec: CellSpec) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Dims:
+    T: int
+    B: int
+    U: int
+    dtype: np.dtype
+    in_groups: int  # input dropout masks: 0 (none), 1 (one for all gates) or 4 (per gate)
+    rec: bool  # recurrent dropout (per-gate GEMMs)
+    has_mask: bool
+    has_bias: bool
+    act: int
+    ract: int
+    zero_output: int
+
+
+def kernel_ids(spec: CellSpec) -> tuple[int, int]:
+    """(activation, recurrent activation) kernel ids; PathUnavailable for a Python callable."""
     act, ract = spec.activation.kernel_id, spec.recurrent_activation.kernel_id
     if act < 0 or ract < 0:
         raise PathUnavailable(
@@ -99,15 +109,25 @@ def _kernel_ids(spec: CellSpec) -> tuple[int, int]:
     return act, ract
 
 
-def _dropout_parts(dropout: Optional[DropoutMasks]):
+def _check_dropout(dropout: Optional[DropoutMasks]) -> None:
     if dropout is None:
-        return None, None
+        return
     mx, mr = dropout.inputs, dropout.recurrent
     if mx is not None and (mx.ndim != 3 or mx.shape[0] not in (1, 4)):
         raise ValueError(f"input dropout masks must be (1|4, B, F), got {mx.shape}")
     if mr is not None and (mr.ndim != 3 or mr.shape[0] != 4):
         raise ValueError(f"recurrent dropout masks must be (4, B, U), got {mr.shape}")
-    return mx, mr
+
+
+def _in_dtype(xp, dt, weights: Weights, dropout: Optional[DropoutMasks]):
+    """Weights and dropout masks in the compute dtype (no copy when they already are): the
+    kernels and the GEMMs read them through `T*` of x's type."""
+    cast = (lambda a: None if a is None else xp.asarray(a, dtype=dt))
+    weights = Weights(cast(weights.kernel), cast(weights.recurrent_kernel), cast(weights.bias),
+                      weights.version)
+    if dropout is not None:
+        dropout = DropoutMasks(inputs=cast(dropout.inputs), recurrent=cast(dropout.recurrent))
+    return weights, dropout
 
 
 def per_gate(xp, w, U):
@@ -120,158 +140,291 @@ def from_per_gate(g):
     return g.transpose(1, 0, 2).reshape(g.shape[1], 4 * g.shape[2])
 
 
-def _input_projection(xp, x, W, mx, U):
-    """XZ and its (per-step array, gate stride, batch stride)."""
-    T, B, F = x.shape
-    if mx is not None and mx.shape[0] == 4:
-        xk = (x[None] * mx[:, None]).reshape(4, T * B, F)
-        xz = xp.matmul(xk, per_gate(xp, W, U)).reshape(4, T, B, U)
-        return xz.transpose(1, 0, 2, 3), T * B * U, U  # step view xz[t] is (4, B, U)
-    xin = x * mx[0] if mx is not None else x
-    xz = xp.matmul(xin.reshape(T * B, F), W).reshape(T, B, 4 * U)
-    return xz, U, 4 * U
+# --- plans: buffers and programs ---------------------------------------------------------------
 
 
-def forward(ops: PointwiseOps, weights: Weights, x, mask, h0, c0, spec: CellSpec,
-            dropout: Optional[DropoutMasks], training: bool,
-            runner: Runner = run_eagerly) -> ForwardResult:
-    act, ract = _kernel_ids(spec)
-    xp = array_module(x)
-    T, B, _ = x.shape
-    U = spec.units
-    dt = x.dtype
-    mx, mr = _dropout_parts(dropout)
-    bias = weights.bias if spec.use_bias else None
-    if bias is not None:
-        bias = xp.ascontiguousarray(bias, dtype=dt)
-    mask_u8 = None if mask is None else xp.ascontiguousarray(mask, dtype=xp.uint8)
-    h0 = xp.ascontiguousarray(h0, dtype=dt)
-    c0 = xp.ascontiguousarray(c0, dtype=dt)
+def _key(device, dims: _Dims, training: bool) -> tuple:
+    return ("train" if training else "infer", getattr(device, "device_id", None), dims)
 
-    xz, xz_gs, xz_bs = _input_projection(xp, x, weights.kernel, mx, U)
-    a = LoopArgs()
-    a.arrays.update(xz=xz, bias=bias, h0=h0, c0=c0, mask=mask_u8, mr=mr,
-                    seq=xp.empty((T, B, U), dt))
-    if mr is not None:
-        a.arrays.update(uw=per_gate(xp, weights.recurrent_kernel, U),
-                        rz=xp.empty((4, B, U), dt), h_rec=xp.ascontiguousarray(h0[None] * mr))
-        rz_gs, rz_bs = B * U, U
-    else:
-        a.arrays.update(uw=xp.ascontiguousarray(weights.recurrent_kernel), rz=xp.empty((B, 4 * U), dt),
-                        h_rec=None)
-        rz_gs, rz_bs = U, 4 * U
+
+def _forward_buffers(xp, d: _Dims, training: bool) -> dict:
+    T, B, U, dt = d.T, d.B, d.U, d.dtype
+    buf = dict(seq=xp.empty((T, B, U), dt), h0=xp.empty((B, U), dt), c0=xp.empty((B, U), dt),
+               xz=xp.empty((4, T, B, U) if d.in_groups == 4 else (T, B, 4 * U), dt),
+               uw=xp.empty((4, U, U) if d.rec else (U, 4 * U), dt),
+               rz=xp.empty((4, B, U) if d.rec else (B, 4 * U), dt),
+               bias=xp.empty((4 * U,), dt) if d.has_bias else None,
+               mask=xp.empty((T, B), xp.uint8) if d.has_mask else None,
+               mr=xp.empty((4, B, U), dt) if d.rec else None,
+               h_rec=xp.empty((4, B, U), dt) if d.rec else None)
     if training:
-        a.arrays.update(hs=xp.empty((T, B, U), dt), cs=xp.empty((T, B, U), dt),
-                        z=xp.empty((T, B, 4 * U), dt), h=None, c=None)
+        buf.update(hs=xp.empty((T, B, U), dt), cs=xp.empty((T, B, U), dt),
+                   z=xp.empty((T, B, 4 * U), dt))
     else:
-        a.arrays.update(hs=None, cs=None, z=None, h=h0.copy(), c=c0.copy())
-    a.scalars.update(T=T, B=B, U=U, act=act, ract=ract, zero_output=int(spec.zero_output_for_mask),
-                     xz_gs=xz_gs, xz_bs=xz_bs, rz_gs=rz_gs, rz_bs=rz_bs)
+        buf.update(h=xp.empty((B, U), dt), c=xp.empty((B, U), dt))
+    return buf
 
-    def body():
-        # Locals, not LoopArgs lookups, inside the loop: eager mode runs this per step.
-        arr, sc = a.arrays, a.scalars
-        hs, cs, zs, seq, mask, mr = (arr[k] for k in ("hs", "cs", "z", "seq", "mask", "mr"))
-        xz, uw, rz, h_rec = arr["xz"], arr["uw"], arr["rz"], arr["h_rec"]
-        step = dict(xz_gs=sc["xz_gs"], xz_bs=sc["xz_bs"], rz=rz, rz_gs=sc["rz_gs"],
-                    rz_bs=sc["rz_bs"], bias=arr["bias"], rec_mask=mr, h_rec=h_rec, B=sc["B"],
-                    U=sc["U"], act=sc["act"], ract=sc["ract"], zero_output=sc["zero_output"])
-        h_prev, c_prev = arr["h0"], arr["c0"]
-        for t in range(sc["T"]):
-            if hs is not None:
-                h, c, z = hs[t], cs[t], zs[t]
-            else:
-                h_prev, c_prev, h, c, z = arr["h"], arr["c"], arr["h"], arr["c"], None
-            out = seq[t]
-            xp.matmul(h_rec if mr is not None else h_prev, uw, out=rz)
-            ops.fwd_step(xz=xz[t], h_prev=h_prev, c_prev=c_prev,
-                         out_prev=None if t == 0 else seq[t - 1],
-                         mask=None if mask is None else mask[t], h=h, c=c, out=out, z_save=z,
-                         **step)
-            h_prev, c_prev = h, c
 
-    if T > 0 and B > 0:
-        runner("forward", a, body)
-    seq = a.seq
-    if T == 0:
-        last, h_last, c_last = xp.zeros((B, U), dt), h0.copy(), c0.copy()
-    elif training:
-        last, h_last, c_last = seq[T - 1], a.hs[T - 1], a.cs[T - 1]
+def _forward_program(device: Device, plan: Plan, d: _Dims) -> list:
+    """Per step: the recurrent GEMM, then the fused step (views and arguments built once)."""
+    b = plan.buf
+    training = plan.training
+    xz, seq, mask, mr, h_rec = b["xz"], b["seq"], b["mask"], b["mr"], b["h_rec"]
+    if d.in_groups == 4:
+        xz_steps, xz_gs, xz_bs = xz.transpose(1, 0, 2, 3), d.T * d.B * d.U, d.U
     else:
-        last, h_last, c_last = seq[T - 1], a.h, a.c
+        xz_steps, xz_gs, xz_bs = xz, d.U, 4 * d.U
+    rz_gs, rz_bs = (d.B * d.U, d.U) if d.rec else (d.U, 4 * d.U)
+    common = dict(xz_gs=xz_gs, xz_bs=xz_bs, rz=b["rz"], rz_gs=rz_gs, rz_bs=rz_bs,
+                  bias=b["bias"], rec_mask=mr, h_rec=h_rec, B=d.B, U=d.U, act=d.act,
+                  ract=d.ract, zero_output=d.zero_output)
+    program = []
+    h_prev, c_prev = b["h0"], b["c0"]
+    for t in range(d.T):
+        if training:
+            h, c, z = b["hs"][t], b["cs"][t], b["z"][t]
+        else:
+            h, c, z = b["h"], b["c"], None
+        program.append(device.gemm(plan, h_rec if d.rec else h_prev, b["uw"], b["rz"]))
+        program.append(device.fwd_step(
+            plan, xz=xz_steps[t], h_prev=h_prev, c_prev=c_prev,
+            out_prev=None if t == 0 else seq[t - 1], mask=None if mask is None else mask[t],
+            h=h, c=c, out=seq[t], z_save=z, **common))
+        h_prev, c_prev = h, c
+    return program
+
+
+def _backward_shapes(d: _Dims, with_seq: bool) -> dict:
+    T, B, U = d.T, d.B, d.U
+    shapes = dict(dZ=(T, 4, B, U) if d.rec else (T, B, 4 * U),
+                  dh_rec=(4, B, U) if d.rec else (B, U), g_out=(B, U), dh=(B, U), dc=(B, U))
+    if with_seq:
+        shapes["d_seq"] = (T, B, U)
+    return shapes
+
+
+def _backward_program(device: Device, plan: Plan, d: _Dims, with_seq: bool) -> list:
+    """Per step (reverse): the fused step, then DH = dZ[t] @ Uw^T for step t - 1."""
+    b = plan.buf
+    dZ, dh_rec, mask, cs = b["dZ"], b["dh_rec"], b["mask"], b["cs"]
+    uw_t = b["uw"].transpose(0, 2, 1) if d.rec else b["uw"].T
+    dz_gs, dz_bs = (d.B * d.U, d.U) if d.rec else (d.U, 4 * d.U)
+    common = dict(g_out=b["g_out"], dh=b["dh"], rec_mask=b["mr"], dc=b["dc"], dz_gs=dz_gs,
+                  dz_bs=dz_bs, B=d.B, U=d.U, act=d.act, ract=d.ract,
+                  zero_output=d.zero_output)
+    program = []
+    for t in range(d.T - 1, -1, -1):
+        program.append(device.bwd_step(
+            plan, z=b["z"][t], c_prev=b["c0"] if t == 0 else cs[t - 1], c=cs[t],
+            mask=None if mask is None else mask[t],
+            d_out=b["d_seq"][t] if with_seq else None,
+            dh_rec=None if t == d.T - 1 else dh_rec, dz=dZ[t], **common))
+        program.append(device.gemm(plan, dZ[t], uw_t, dh_rec))
+    return program
+
+
+def _ensure_backward(device: Device, plan: Plan, d: _Dims, with_seq: bool) -> str:
+    kind = "backward+seq" if with_seq else "backward"
+    if kind not in plan.programs:
+        for name, shape in _backward_shapes(d, with_seq).items():
+            if name not in plan.buf:
+                plan.buf[name] = device.xp.empty(shape, d.dtype)
+        plan.programs[kind] = _backward_program(device, plan, d, with_seq)
+    return kind
+
+
+# --- copies into and out of a plan -------------------------------------------------------------
+
+
+def _load_recurrent_weights(plan: Plan, w: Weights, d: _Dims) -> None:
+    rk = w.recurrent_kernel
+    if d.rec:
+        plan.buf["uw"][...] = rk.reshape(d.U, 4, d.U).transpose(1, 0, 2)
+    else:
+        plan.buf["uw"][...] = rk
+
+
+def _load_record_inputs(xp, plan: Plan, d: _Dims, mask, h0, c0, mr) -> None:
+    """What both loops read besides the projection and the weights: h0, c0, mask, mr."""
+    b = plan.buf
+    b["h0"][...] = h0
+    b["c0"][...] = c0
+    if d.has_mask:
+        b["mask"][...] = mask
+    if d.rec:
+        b["mr"][...] = mr
+        xp.multiply(b["h0"][None], mr, out=b["h_rec"])
+
+
+def _input_projection(xp, plan: Plan, x, W, mx, d: _Dims) -> None:
+    """XZ into the plan: a normal library GEMM, before the loop (never captured)."""
+    T, B, F = x.shape
+    U = d.U
+    if d.in_groups == 4:
+        xk = (x[None] * mx[:, None]).reshape(4, T * B, F)
+        xp.matmul(xk, per_gate(xp, W, U), out=plan.buf["xz"].reshape(4, T * B, U))
+        return
+    xin = x * mx[0] if d.in_groups == 1 else x
+    xp.matmul(xin.reshape(T * B, F), W, out=plan.buf["xz"].reshape(T * B, 4 * U))
+
+
+_RECORD_BUFFERS = ("z", "hs", "cs", "mask")
+
+
+def _evict(record: Saved, plan: Plan) -> None:
+    """Copy a live record out of `plan` before another call overwrites its buffers."""
+    for name in _RECORD_BUFFERS:
+        arr = getattr(record, name)
+        if arr is not None and arr is plan.buf[name]:
+            setattr(record, name, arr.copy())
+
+
+def _restore(device: Device, saved: Saved) -> Plan:
+    """The plan to run `saved`'s backward in: its own while it is resident there, else a slot
+    of its key (`_make_resident` copies it in once the plan is held)."""
+    if saved.plan.resident() is saved:
+        return saved.plan
+    d = saved.plan.dims
+    return saved.engine.plan(saved.plan.key, True, lambda p: _create(device, p, d), device)
+
+
+def _make_resident(device: Device, saved: Saved, plan: Plan, d: _Dims) -> None:
+    """Copy a record that lives elsewhere into `plan` and make it the resident."""
+    if plan.resident() is saved:
+        return
+    xp = device.xp
+    saved.engine.claim(plan, saved, _evict)
+    b = plan.buf
+    b["z"][...] = saved.z
+    b["cs"][...] = saved.cs
+    _load_record_inputs(xp, plan, d, saved.mask, saved.h0, saved.c0,
+                        None if saved.dropout is None else saved.dropout.recurrent)
+    _load_recurrent_weights(plan, saved.weights, d)
+    saved.z, saved.cs, saved.mask, saved.plan = b["z"], b["cs"], b["mask"], plan
+    saved.engine.count("record_restores")
+
+
+def _create(device: Device, plan: Plan, d: _Dims) -> None:
+    plan.dims = d
+    plan.buf.update(_forward_buffers(device.xp, d, plan.training))
+    plan.programs["forward"] = _forward_program(device, plan, d)
+
+
+def _dims(x, spec: CellSpec, mask, dropout: Optional[DropoutMasks]) -> _Dims:
+    act, ract = kernel_ids(spec)
+    T, B, _ = x.shape
+    mx = None if dropout is None else dropout.inputs
+    return _Dims(T=T, B=B, U=spec.units, dtype=np.dtype(x.dtype),
+                 in_groups=0 if mx is None else mx.shape[0],
+                 rec=dropout is not None and dropout.recurrent is not None,
+                 has_mask=mask is not None, has_bias=spec.use_bias, act=act, ract=ract,
+                 zero_output=int(spec.zero_output_for_mask))
+
+
+# --- forward and backward ----------------------------------------------------------------------
+
+
+def forward(device: Device, engine: LoopEngine, weights: Weights, x, mask, h0, c0,
+            spec: CellSpec, dropout: Optional[DropoutMasks], training: bool) -> ForwardResult:
+    """The path contract's forward (`paths/base.py`) on `device`, in a plan of `engine`.
+
+    Every returned array is fresh; with `training`, `saved` is the record for `backward`."""
+    _check_dropout(dropout)
+    d = _dims(x, spec, mask, dropout)  # PathUnavailable for callables, before any device work
+    T, B = d.T, d.B
+    xp = device.xp
+    dt = x.dtype
+    weights, dropout = _in_dtype(xp, dt, weights, dropout)
+    h0, c0 = xp.asarray(h0, dtype=dt), xp.asarray(c0, dtype=dt)
+    if T == 0 or B == 0:
+        return _empty_forward(xp, weights, x, mask, h0, c0, spec, dropout, training, engine)
+    mx = None if dropout is None else dropout.inputs
+    mr = None if dropout is None else dropout.recurrent
+    plan = engine.plan(_key(device, d, training), training, lambda p: _create(device, p, d),
+                       device)
+    with engine.using(device, plan):
+        saved = None
+        if training:
+            saved = Saved(spec=spec, weights=weights, x=x, mask=plan.buf["mask"], h0=h0,
+                          c0=c0, dropout=dropout, z=plan.buf["z"], hs=plan.buf["hs"],
+                          cs=plan.buf["cs"], plan=plan, engine=engine)
+            engine.claim(plan, saved, _evict)
+        b = plan.buf
+        _input_projection(xp, plan, x, weights.kernel, mx, d)
+        _load_record_inputs(xp, plan, d, mask, h0, c0, mr)
+        _load_recurrent_weights(plan, weights, d)
+        if d.has_bias:
+            b["bias"][...] = weights.bias
+        engine.run(device, plan, "forward")
+        seq = b["seq"].copy()
+        h_last, c_last = (b["hs"][T - 1], b["cs"][T - 1]) if training else (b["h"], b["c"])
+        h_last, c_last = h_last.copy(), c_last.copy()
+    return ForwardResult(last=seq[T - 1], sequence=seq, h=h_last, c=c_last, saved=saved)
+
+
+def _empty_forward(xp, weights, x, mask, h0, c0, spec, dropout, training, engine):
+    """T == 0 or B == 0: no loop; the state passes through."""
+    T, B, _ = x.shape
+    U, dt = spec.units, x.dtype
+    seq = xp.zeros((T, B, U), dt)
     saved = None
     if training:
-        saved = Saved(spec=spec, weights=weights, x=x, mask_u8=mask_u8, h0=h0, c0=c0,
-                      dropout=dropout, z=a.z, hs=a.hs, cs=a.cs)
-    return ForwardResult(last=last, sequence=seq, h=h_last, c=c_last, saved=saved)
+        saved = Saved(spec=spec, weights=weights, x=x,
+                      mask=None if mask is None else xp.asarray(mask, dtype=xp.uint8), h0=h0,
+                      c0=c0, dropout=dropout, z=xp.zeros((T, B, 4 * U), dt), hs=seq.copy(),
+                      cs=seq.copy(), plan=None, engine=engine)
+    return ForwardResult(last=xp.zeros((B, U), dt), sequence=seq, h=h0.copy(), c=c0.copy(),
+                         saved=saved)
 
 
-def _grad_or_zeros(xp, g, shape, dt):
-    return xp.zeros(shape, dt) if g is None else xp.array(g, dtype=dt, copy=True, order="C")
+def _set_or_zero(buf, g) -> None:
+    if g is None:
+        buf.fill(0)
+    else:
+        buf[...] = g
 
 
-def backward(ops: PointwiseOps, saved: Saved, d_last, d_sequence, d_h, d_c,
-             runner: Runner = run_eagerly) -> Gradients:
+def backward(device: Device, saved: Saved, d_last, d_sequence, d_h, d_c) -> Gradients:
+    """The path contract's backward: gradients of the training call that made `saved`, in its
+    plan (or, when a later call took that plan, in one it is copied back into)."""
     if saved is None:
         raise ValueError("backward needs the `saved` of a forward call with training=True")
+    xp = device.xp
+    dt = saved.x.dtype
+    d = _dims(saved.x, saved.spec, saved.mask, saved.dropout)
+    T, B, U = d.T, d.B, d.U
+    if T == 0 or B == 0:
+        dh0 = xp.zeros((B, U), dt) if d_h is None else xp.array(d_h, dtype=dt)
+        dc0 = xp.zeros((B, U), dt) if d_c is None else xp.array(d_c, dtype=dt)
+        dZ = xp.zeros((T, 4, B, U) if d.rec else (T, B, 4 * U), dt)
+        return _weight_gradients(device, saved, dZ, dh0, dc0)
+    engine = saved.engine
+    with_seq = d_sequence is not None
+    plan = _restore(device, saved)
+    with engine.using(device, plan):
+        _make_resident(device, saved, plan, d)
+        kind = _ensure_backward(device, plan, d, with_seq)
+        b = plan.buf
+        _set_or_zero(b["g_out"], d_last)
+        _set_or_zero(b["dh"], d_h)
+        _set_or_zero(b["dc"], d_c)
+        if with_seq:
+            b["d_seq"][...] = d_sequence
+        engine.run(device, plan, kind)
+        mr = None if saved.dropout is None else saved.dropout.recurrent
+        rec = (b["dh_rec"] * mr).sum(axis=0) if mr is not None else b["dh_rec"]
+        return _weight_gradients(device, saved, b["dZ"], b["dh"] + rec, b["dc"].copy())
+
+
+def _weight_gradients(device: Device, saved: Saved, dZ, dh0, dc0) -> Gradients:
+    """dZ: (T, B, 4U), or (T, 4, B, U) with recurrent dropout (the plan's buffer)."""
     spec, w, x = saved.spec, saved.weights, saved.x
-    act, ract = _kernel_ids(spec)
-    xp = array_module(x)
+    xp = device.xp
     T, B, F = x.shape
     U = spec.units
     dt = x.dtype
-    mx, mr = _dropout_parts(saved.dropout)
-
-    a = LoopArgs()
-    a.arrays.update(z=saved.z, cs=saved.cs, c0=saved.c0, mask=saved.mask_u8, mr=mr,
-                    g_out=_grad_or_zeros(xp, d_last, (B, U), dt),
-                    dh=_grad_or_zeros(xp, d_h, (B, U), dt),
-                    dc=_grad_or_zeros(xp, d_c, (B, U), dt),
-                    d_seq=None if d_sequence is None else xp.ascontiguousarray(d_sequence, dt))
-    if mr is not None:
-        ukt = per_gate(xp, w.recurrent_kernel, U).transpose(0, 2, 1)
-        a.arrays.update(dZ=xp.empty((T, 4, B, U), dt), dh_rec=xp.empty((4, B, U), dt),
-                        ut=xp.ascontiguousarray(ukt))
-        dz_gs, dz_bs = B * U, U
-    else:
-        a.arrays.update(dZ=xp.empty((T, B, 4 * U), dt), dh_rec=xp.empty((B, U), dt),
-                        ut=xp.ascontiguousarray(w.recurrent_kernel.T))
-        dz_gs, dz_bs = U, 4 * U
-    a.scalars.update(T=T, B=B, U=U, act=act, ract=ract, zero_output=int(spec.zero_output_for_mask),
-                     dz_gs=dz_gs, dz_bs=dz_bs)
-
-    def body():
-        arr, sc = a.arrays, a.scalars
-        zs, cs, c0, mask, d_seq, dZ, ut, dh_rec = (
-            arr[k] for k in ("z", "cs", "c0", "mask", "d_seq", "dZ", "ut", "dh_rec"))
-        step = dict(g_out=arr["g_out"], dh=arr["dh"], rec_mask=arr["mr"], dc=arr["dc"],
-                    dz_gs=sc["dz_gs"], dz_bs=sc["dz_bs"], B=sc["B"], U=sc["U"], act=sc["act"],
-                    ract=sc["ract"], zero_output=sc["zero_output"])
-        T = sc["T"]
-        for t in range(T - 1, -1, -1):
-            dz = dZ[t]
-            ops.bwd_step(z=zs[t], c_prev=c0 if t == 0 else cs[t - 1], c=cs[t],
-                         mask=None if mask is None else mask[t],
-                         d_out=None if d_seq is None else d_seq[t],
-                         dh_rec=None if t == T - 1 else dh_rec, dz=dz, **step)
-            xp.matmul(dz, ut, out=dh_rec)
-
-    if T > 0 and B > 0:
-        runner("backward", a, body)
-        rec = (a.dh_rec * mr).sum(axis=0) if mr is not None else a.dh_rec
-        dh0 = a.dh + rec
-    else:
-        dh0 = a.dh
-    dc0 = a.dc
-    return _weight_gradients(ops, saved, a.dZ, mx, mr, dh0, dc0)
-
-
-def _weight_gradients(ops, saved: Saved, dZ, mx, mr, dh0, dc0) -> Gradients:
-    spec, w, x = saved.spec, saved.weights, saved.x
-    xp = array_module(x)
-    T, B, F = x.shape
-    U = spec.units
-    dt = x.dtype
+    mx = None if saved.dropout is None else saved.dropout.inputs
+    mr = None if saved.dropout is None else saved.dropout.recurrent
     rec = mr is not None
     # dZ per gate (4, TB, U) and fused (TB, 4U), each built only when needed.
     need_gates = rec or (mx is not None and mx.shape[0] == 4)
@@ -307,9 +460,9 @@ def _weight_gradients(ops, saved: Saved, dZ, mx, mr, dh0, dc0) -> Gradients:
         if T * B == 0:
             d_bias[...] = 0
         elif rec:
-            ops.colsum(dZ, ts=4 * B * U, bs=U, gs=B * U, T=T, B=B, U=U, out=d_bias)
+            device.colsum(dZ, ts=4 * B * U, bs=U, gs=B * U, T=T, B=B, U=U, out=d_bias)
         else:
-            ops.colsum(dZ, ts=B * 4 * U, bs=4 * U, gs=U, T=T, B=B, U=U, out=d_bias)
+            device.colsum(dZ, ts=B * 4 * U, bs=4 * U, gs=U, T=T, B=B, U=U, out=d_bias)
     return Gradients(inputs=xp.ascontiguousarray(dx, dtype=dt), h0=dh0, c0=dc0,
                      kernel=xp.ascontiguousarray(d_k, dtype=dt),
                      recurrent_kernel=xp.ascontiguousarray(d_rk, dtype=dt), bias=d_bias)

@@ -136,24 +136,154 @@ def test_kernel_path_matches_numpy_path(shape, opt, dtype, loop, monkeypatch):
     _compare(inference, want[:4], dtype)
 
 
-def test_graph_mode_replays():
+def _device_args(case):
+    import cupy as cp
+
+    to = (lambda a: None if a is None else cp.asarray(a))
+    w = Weights(to(case["W"]), to(case["R"]), to(case["b"]))
+    drop = None
+    if case["mx"] is not None or case["mr"] is not None:
+        drop = DropoutMasks(inputs=to(case["mx"]), recurrent=to(case["mr"]))
+    return w, to(case["x"]), to(case["mask"]), to(case["h0"]), to(case["c0"]), drop
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_second_call_of_a_shape_replays(training, monkeypatch):
+    """Graph mode: the first call runs eagerly and captures, every later one replays, and
+    each sees its own inputs."""
     import cupy as cp
 
     from lstm_gpu.paths import cuda_kernels
 
-    case, grads = _case((20, 4, 3, 16), np.float32, "left", 0, False, True)
+    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "graph")
+    cuda_kernels.clear_graphs()
     spec = CellSpec(16, activations.get("tanh"), activations.get("sigmoid"), True, False, 2)
-    x = cp.asarray(case["x"])
-    w = Weights(cp.asarray(case["W"]), cp.asarray(case["R"]), cp.asarray(case["b"]))
-    h0, c0, m = cp.asarray(case["h0"]), cp.asarray(case["c0"]), cp.asarray(case["mask"])
-    before = cuda_kernels.graph_stats()
-    outs = [cuda_kernels.forward(w, x, m, h0, c0, spec, None, False).sequence.get()
-            for _ in range(6)]
-    after = cuda_kernels.graph_stats()
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
-    assert after["fallbacks"] == before["fallbacks"], f"capture fell back to eager: {after}"
-    assert after["replays"] > before["replays"], f"no graph replay: {before} -> {after}"
+    loops = 2 if training else 1
+    for seed in range(3):
+        case, grads = _case((20, 4, 3, 16), np.float32, "left", 0, False, True, seed=seed)
+        got = _run(cuda_kernels, cp, case, grads, spec, training=training)
+        stats = cuda_kernels.graph_stats()
+        assert stats["fallbacks"] == 0, f"capture fell back to eager: {stats}"
+        assert (stats["captures"], stats["replays"]) == (loops, loops * seed), stats
+        _compare(got, _reference(case, grads, spec)[:len(got)], np.float32)
+
+
+@pytest.mark.parametrize("opt", [("left", 0, False, True), (None, 4, True, True),
+                                 ("random", 1, False, False)], ids=str)
+def test_graph_results_equal_eager_results_bit_for_bit(opt, monkeypatch):
+    import cupy as cp
+
+    from lstm_gpu.paths import cuda_kernels
+
+    mask_kind, in_drop, rec_drop, use_bias = opt
+    case, grads = _case((30, 8, 12, 32), np.float32, mask_kind, in_drop, rec_drop, use_bias)
+    spec = CellSpec(32, activations.get("tanh"), activations.get("sigmoid"), use_bias, False,
+                    1 if (rec_drop or in_drop == 4) else 2)
+    runs = {}
+    for mode in ("eager", "graph"):
+        monkeypatch.setenv(cuda_kernels.LOOP_ENV, mode)
+        cuda_kernels.clear_graphs()
+        for _ in range(3):  # graph: eager + capture, replay, replay; the last one is kept
+            runs[mode] = [cp.asnumpy(a) for a in _run(cuda_kernels, cp, case, grads, spec)
+                          if a is not None]
+    assert cuda_kernels.graph_stats()["replays"] == 4
+    for a, b in zip(runs["eager"], runs["graph"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_loop_of_20_steps_replays_from_step_2(monkeypatch):
+    """The layer on the kernel path (use_cudnn=False), 20 training steps of one shape: from
+    step 2 on, both loops replay; the gradients equal an eager run's."""
+    import cupy as cp
+
+    from lstm_gpu import LSTM
+    from lstm_gpu.paths import cuda_kernels
+
+    rng = np.random.default_rng(0)
+    xs = [cp.asarray(rng.normal(size=(8, 50, 16)).astype(np.float32)) for _ in range(20)]
+    d_out = cp.asarray(rng.normal(size=(8, 50, 32)).astype(np.float32))
+    grads, weights = {}, None
+    for mode in ("eager", "graph"):
+        monkeypatch.setenv(cuda_kernels.LOOP_ENV, mode)
+        cuda_kernels.clear_graphs()
+        layer = LSTM(32, return_sequences=True, use_cudnn=False)
+        layer.build((8, 50, 16))
+        if weights is None:
+            weights = layer.get_weights()
+        layer.set_weights(weights)
+        before = cuda_kernels.graph_stats()
+        for step, x in enumerate(xs):
+            layer(x, training=True)
+            assert layer.last_path == "cuda-kernels"
+            g = layer.backward(d_out)
+            stats = cuda_kernels.graph_stats()
+            if mode == "graph":
+                assert stats["replays"] - before["replays"] == 2 * step, (step, stats)
+        grads[mode] = {k: cp.asnumpy(v) for k, v in g.items() if k != "initial_state"}
+        if mode == "graph":
+            assert stats["fallbacks"] == 0 and stats["record_copies"] == 0, stats
+    for k in grads["eager"]:
+        np.testing.assert_array_equal(grads["eager"][k], grads["graph"][k], err_msg=k)
+
+
+def test_returned_arrays_survive_later_calls(monkeypatch):
+    import cupy as cp
+
+    from lstm_gpu.paths import cuda_kernels
+
+    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "graph")
+    spec = CellSpec(16, activations.get("tanh"), activations.get("sigmoid"), True, False, 2)
+    kept = []
+    for seed in range(4):
+        case, _ = _case((12, 4, 3, 16), np.float64, "left", 0, False, True, seed=seed)
+        res = cuda_kernels.forward(*_device_args(case)[:5], spec, None, False)
+        kept.append(([res.last, res.sequence, res.h, res.c],
+                     [cp.asnumpy(a) for a in (res.last, res.sequence, res.h, res.c)]))
+    for arrays, copies in kept:
+        for a, b in zip(arrays, copies):
+            np.testing.assert_array_equal(cp.asnumpy(a), b)
+
+
+def test_cublas_binding_gemm_matches_cupy_and_captures():
+    """Our binding on the planner's arguments: transposed, offset and batched operands, then
+    the same GEMM captured into a CUDA graph (CuPy's own matmul is refused there)."""
+    import cupy as cp
+
+    from lstm_gpu.cuda import gemm_plan
+    from lstm_gpu.cuda.cublas import _bindings as CB
+    from lstm_gpu.cuda.cublas import api
+
+    handle = api.get_handle()
+    assert handle.math_mode() == CB.DEFAULT_MATH
+    ws = cp.empty(api.recommended_workspace_bytes(
+        int(cp.cuda.Device().compute_capability)), cp.uint8)
+    rng = np.random.default_rng(0)
+    big = cp.asarray(rng.normal(size=(3, 80, 80)).astype(np.float32))
+    operands = [(big[0, :8, :16], big[1, :16, :64].T.copy().T),
+                (big[1, 3:11, 2:18], big[2, :64, :16].T),
+                (big[:, :8, :16], big[:, :16, :64])]
+    for a, b in operands:
+        out = cp.zeros(a.shape[:-1] + b.shape[-1:], cp.float32)
+        run = api.prepare_gemm(gemm_plan.plan_gemm(gemm_plan.operand(a), gemm_plan.operand(b),
+                                                   gemm_plan.operand(out)))
+        stream = cp.cuda.get_current_stream()
+        handle.bind(stream.ptr, ws.data.ptr, ws.nbytes)
+        assert handle.stream() == stream.ptr
+        run(handle.ptr)
+        np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(cp.matmul(a, b)), rtol=1e-5,
+                                   atol=1e-5)
+        out[...] = 0
+        capture = cp.cuda.Stream(non_blocking=True)
+        with capture:
+            capture.begin_capture()
+            try:
+                handle.bind(capture.ptr, ws.data.ptr, ws.nbytes)
+                run(handle.ptr)
+            finally:
+                graph = capture.end_capture()
+        graph.launch(stream)
+        np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(cp.matmul(a, b)), rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_deterministic_backward():

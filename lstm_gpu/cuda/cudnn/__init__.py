@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ...errors import CudnnNotAvailable
 from ._loader import ENV_DEBUG, ENV_PATH, INSTALL_HINT, load, loaded_path
 
 
@@ -18,11 +17,7 @@ def unavailable_reason() -> Optional[str]:
     """None when cuDNN 9 loads with every symbol lstm_gpu binds, else why not."""
     from . import api
 
-    try:
-        api.functions()
-        return None
-    except CudnnNotAvailable as e:
-        return str(e)
+    return api.BINDING.unavailable_reason()
 
 
 def available() -> bool:

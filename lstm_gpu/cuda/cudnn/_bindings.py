@@ -6,7 +6,6 @@ Every call goes through the shim `libcudnn.so.9`, which forwards to the sub-libr
 """
 from __future__ import annotations
 
-import ctypes
 from ctypes import POINTER, c_char_p, c_double, c_float, c_int, c_int32, c_size_t, c_uint32
 from ctypes import c_ulonglong, c_void_p
 
@@ -168,21 +167,3 @@ PROTOTYPES: dict[str, tuple] = {
          c_size_t, _p, c_size_t, _p, c_size_t, _p],  # dweight, work, reserve
     ),
 }
-
-
-class Functions:
-    """Attribute access to the bound prototypes (``fns.cudnnCreate(...)``)."""
-
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-        missing = []
-        for name, (restype, argtypes) in PROTOTYPES.items():
-            try:
-                fn = getattr(lib, name)
-            except AttributeError:
-                missing.append(name)
-                continue
-            fn.restype = restype
-            fn.argtypes = list(argtypes)
-            setattr(self, name, fn)
-        self.missing = tuple(missing)

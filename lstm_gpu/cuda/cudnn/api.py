@@ -24,25 +24,16 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...errors import CudnnError, CudnnNotAvailable
+from .._libload import Binding
 from . import _bindings as B
 from . import _loader
 
-_fns_lock = threading.Lock()
-_fns: dict = {}
+BINDING = Binding(_loader.LOADER, B.PROTOTYPES, B.STATUS_NAMES, "cudnnGetErrorString")
 
 
-def functions() -> B.Functions:
+def functions():
     """The bound prototypes; raises `CudnnNotAvailable` when cuDNN does not load."""
-    with _fns_lock:
-        if "fns" not in _fns:
-            fns = B.Functions(_loader.load())
-            if fns.missing:
-                raise CudnnNotAvailable(
-                    f"the loaded cuDNN ({_loader.loaded_path()}) lacks "
-                    f"{', '.join(fns.missing)}; " + _loader.INSTALL_HINT
-                )
-            _fns["fns"] = fns
-        return _fns["fns"]
+    return BINDING.functions()
 
 
 def version() -> int:
@@ -57,16 +48,7 @@ def version_tuple() -> tuple[int, int, int]:
 
 def status_name(status: int) -> str:
     """`CUDNN_STATUS_...` for a status code (our table, else cuDNN's own string)."""
-    name = B.STATUS_NAMES.get(int(status))
-    if name is not None:
-        return name
-    try:
-        raw = (functions().cudnnGetErrorString(int(status)) or b"").decode(errors="replace")
-        if raw.startswith("CUDNN_STATUS_"):  # cuDNN says CUDNN_UNKNOWN_STATUS otherwise
-            return raw
-    except CudnnNotAvailable:
-        pass
-    return f"CUDNN_STATUS_UNKNOWN_{int(status)}"
+    return BINDING.status_name(status)
 
 
 def last_error_message() -> str:
@@ -123,7 +105,7 @@ def _int_array(values: Sequence[int]):
 
 
 def _destroy(destroy_name: str, ptr: int) -> None:
-    fns = _fns.get("fns")
+    fns = BINDING.bound()
     if fns is not None and ptr:
         getattr(fns, destroy_name)(c_void_p(ptr))  # status ignored: nothing to do about it
 
