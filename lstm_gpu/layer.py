@@ -146,7 +146,6 @@ class LSTM:
         self._activity_losses: list = []
         self._tape: Optional[dict] = None
         self.last_path: Optional[str] = None
-        self.weights_version = 0
         self._last_call: Optional[int] = None  # serial of the last successful call
         self._identity = LayerIdentity()
         self._init_transient()
@@ -195,7 +194,6 @@ class LSTM:
         self._params = {k: (None if v is None else np.asarray(v, dtype=dt))
                         for k, v in params.items()}
         self.input_features = features
-        self.weights_version += 1
         self.states = None
         self._state_batch = None
         if self.stateful and batch is not None:
@@ -267,7 +265,6 @@ class LSTM:
         else:
             with current.device:
                 self._params[name] = xp.array(value, dtype=self.dtype)
-        self.weights_version += 1
 
     def _place(self, like) -> None:
         """Move weights and states to like's library and device, if they are elsewhere."""
@@ -281,7 +278,6 @@ class LSTM:
         self._params = {k: move(v) for k, v in self._params.items()}
         if self.states is not None:
             self.states = [move(s) for s in self.states]
-        self.weights_version += 1
 
     # ----------------------------------------------------------------- states
     def _reset_state_arrays(self, xp, batch: int) -> None:
@@ -332,8 +328,7 @@ class LSTM:
         cd = self.compute_dtype
         cast = (lambda a: None if a is None else a.astype(cd, copy=False))
         p = self._params
-        return Weights(cast(p["kernel"]), cast(p["recurrent_kernel"]), cast(p["bias"]),
-                       version=self.weights_version)
+        return Weights(cast(p["kernel"]), cast(p["recurrent_kernel"]), cast(p["bias"]))
 
     def __call__(self, inputs: Any, mask: Any = None, training: Optional[bool] = None,
                  initial_state: Optional[Sequence[Any]] = None):
@@ -361,12 +356,12 @@ class LSTM:
     def _snapshot(self) -> tuple:
         """Everything a call changes. A call replaces these attributes and never mutates their
         values in place, so restoring the references undoes a failed call exactly."""
-        return (self._params, self.weights_version, self.states, self._state_batch,
+        return (self._params, self.states, self._state_batch,
                 self._tape, self._activity_losses, self.last_path, self._last_call,
                 getattr(self._thread_calls, "last", None), self._mask_generator.position)
 
     def _restore(self, snapshot: tuple) -> None:
-        (self._params, self.weights_version, self.states, self._state_batch, self._tape,
+        (self._params, self.states, self._state_batch, self._tape,
          self._activity_losses, self.last_path, self._last_call, self._thread_calls.last,
          self._mask_generator.position) = snapshot
 

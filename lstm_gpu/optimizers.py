@@ -45,7 +45,7 @@ class Optimizer:
 
     # -- one step ---------------------------------------------------------------------------
     def apply(self, target: Any, grads: Mapping[str, Any]) -> None:
-        params, constraints, layers, owners = self._params_of(target)
+        params, constraints, owners = self._params_of(target)
         if not isinstance(grads, Mapping):
             raise TypeError("Argument `grads` must be a dict {name: gradient}, as "
                             f"LSTM.backward returns. Received: {type(grads).__name__}")
@@ -73,13 +73,11 @@ class Optimizer:
             constraint = constraints.get(name)
             if constraint is not None:
                 var[...] = constraint(var)
-        for layer in layers:
-            layer.weights_version += 1
 
     @staticmethod
     def _params_of(target: Any):
-        """(params, constraints, layers whose weights change, owners): owners maps a param
-        name to the (anchor, weight name) its slots belong to (default: the array itself)."""
+        """(params, constraints, owners): owners maps a param name to the (anchor, weight
+        name) its slots belong to (default: the array itself)."""
         if isinstance(target, LSTM):
             if not target.built:
                 raise ValueError("The LSTM has no weights yet: call it once before apply().")
@@ -87,24 +85,24 @@ class Optimizer:
                 "kernel": target.kernel, "recurrent_kernel": target.recurrent_kernel,
                 "bias": target.bias}
             owners = {name: (target._identity, name) for name in params}
-            return params, target.constraints(), [target], owners
+            return params, target.constraints(), owners
         if isinstance(target, Bidirectional):  # names "forward/kernel", ...: see _flatten
             params, constraints, owners = {}, {}, {}
             for direction, layer in (("forward", target.forward_layer),
                                      ("backward", target.backward_layer)):
-                p, c, _, o = Optimizer._params_of(layer)
+                p, c, o = Optimizer._params_of(layer)
                 if target.trainable:
                     params.update({f"{direction}/{k}": v for k, v in p.items()})
                     owners.update({f"{direction}/{k}": v for k, v in o.items()})
                 constraints.update({f"{direction}/{k}": v for k, v in c.items()})
-            return params, constraints, [target.forward_layer, target.backward_layer], owners
+            return params, constraints, owners
         if isinstance(target, Mapping):
             for name, var in target.items():  # updated in place: arrays of floats only
                 if not (hasattr(var, "dtype") and hasattr(var, "shape")
                         and var.dtype.kind == "f"):
                     raise TypeError(f"Argument `target[{name!r}]` must be a NumPy or CuPy "
                                     f"float array. Received: {type(var).__name__}")
-            return dict(target), {}, [], {}
+            return dict(target), {}, {}
         raise TypeError("Argument `target` must be an LSTM, a Bidirectional or a dict of arrays. "
                         f"Received: {type(target).__name__}")
 

@@ -116,7 +116,6 @@ def test_optimizer_applies_both_directions_in_one_step():
     bi = _ours("concat")
     bi.backward_layer.bias_constraint = NonNeg()
     before = bi.get_weights()
-    versions = [bi.forward_layer.weights_version, bi.backward_layer.weights_version]
     x = T_.random_inputs(B, T, F)
     out = bi(x, training=True)
     grads = bi.backward(np.ones_like(out))
@@ -130,8 +129,6 @@ def test_optimizer_applies_both_directions_in_one_step():
         if k == 5:
             expected = np.maximum(expected, 0)
         np.testing.assert_allclose(w1, expected, rtol=1e-15, atol=1e-15)
-    assert [bi.forward_layer.weights_version, bi.backward_layer.weights_version] == \
-           [v + 1 for v in versions]
 
 
 def test_optimizer_leaves_a_frozen_wrapper_alone():

@@ -66,7 +66,6 @@ def _glues():
 def test_in_place_weight_edit_reaches_the_next_call(which):
     glue = _glues()[which]
     x, h0, c0, w = _problem(1)
-    w.version = 3  # the layer's counter: in-place edits through layer.kernel do not bump it
     mask = MASKS["left"].T.astype(bool)
     glue.forward(w, x, mask, h0, c0, _spec(), None, False)
     w.kernel[0] += 1.0

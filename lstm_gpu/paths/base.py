@@ -52,9 +52,6 @@ class Weights:
     kernel: Any  # (F, 4U)
     recurrent_kernel: Any  # (U, 4U)
     bias: Optional[Any]  # (4U,) or None without bias
-    # The layer's weight version: equal versions of the same arrays mean unchanged values,
-    # so a path may reuse what it derived from them (cuDNN's packed weight space).
-    version: Optional[int] = None
 
 
 @dataclass
@@ -87,9 +84,6 @@ class Gradients:
     kernel: Any  # (F, 4U)
     recurrent_kernel: Any  # (U, 4U)
     bias: Optional[Any]  # (4U,) or None without bias
-    # The layer's weight version: equal versions of the same arrays mean unchanged values,
-    # so a path may reuse what it derived from them (cuDNN's packed weight space).
-    version: Optional[int] = None
 
 
 class Path(Protocol):

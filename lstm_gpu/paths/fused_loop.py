@@ -123,8 +123,7 @@ def _in_dtype(xp, dt, weights: Weights, dropout: Optional[DropoutMasks]):
     """Weights and dropout masks in the compute dtype (no copy when they already are): the
     kernels and the GEMMs read them through `T*` of x's type."""
     cast = (lambda a: None if a is None else xp.asarray(a, dtype=dt))
-    weights = Weights(cast(weights.kernel), cast(weights.recurrent_kernel), cast(weights.bias),
-                      weights.version)
+    weights = Weights(cast(weights.kernel), cast(weights.recurrent_kernel), cast(weights.bias))
     if dropout is not None:
         dropout = DropoutMasks(inputs=cast(dropout.inputs), recurrent=cast(dropout.recurrent))
     return weights, dropout

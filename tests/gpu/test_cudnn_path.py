@@ -163,11 +163,11 @@ def test_pack_kernel_matches_the_numpy_packing(dtype):
 def test_in_place_weight_edit_reaches_the_next_call():
     cp = _cp()
     x, mask, h0, c0, w = _problem(14, 6, 3, "left")
-    weights = Weights(*(cp.asarray(a, np.float64) for a in w), version=5)
+    weights = Weights(*(cp.asarray(a, np.float64) for a in w))
     args = (cp.asarray(x), cp.asarray(mask), cp.asarray(h0), cp.asarray(c0), _spec(), None,
             False)
     cudnn_path.forward(weights, *args)
-    weights.kernel += 1.0  # in place, version unchanged (what layer.kernel[...] = v does)
+    weights.kernel += 1.0  # in place, as layer.kernel[...] = v does
     weights.bias[:3] = 0.0
     res = cudnn_path.forward(weights, *args)
     bias = w[2].copy()
