@@ -58,42 +58,19 @@ __global__ void bwd_step(const T* z, const T* c_prev, const T* c, const unsigned
 //   chunk1| rows of its chunk ...  |  -> partial (chunks, 4U)
 //         +-----------------------+
 //
-// Row r = t * B + b of column j = k * U + u is in[t*ts + b*bs + k*gs + u]. A thread divides
-// by B once, for its first row, then steps (t, b) with a counter: the rows are summed in the
-// same order as lstm_cell.cuh's colsum_partial_element (the host library's), so both give
-// the same bits.
+// Row r = t * B + b of column j = k * U + u is in[t*ts + b*bs + k*gs + u]; the per-element
+// sum is lstm_cell.cuh's colsum_partial_element, the host library's too, so both give the
+// same bits.
 template <typename T>
 __global__ void colsum_partial(const T* in, idx_t ts, idx_t bs, idx_t gs, idx_t T_, idx_t B,
                                idx_t U, idx_t rows_per_chunk, idx_t chunks, T* partial) {
-    const idx_t C = 4 * U;
-    const idx_t rows = T_ * B;
-    const idx_t n = chunks * C;
+    ColSum<T> p;
+    p.in = in; p.ts = ts; p.bs = bs; p.gs = gs; p.T_ = T_; p.B = B; p.U = U;
+    p.rows_per_chunk = rows_per_chunk; p.chunks = chunks; p.partial = partial; p.out = nullptr;
+    const idx_t n = chunks * 4 * U;
     const idx_t stride = (idx_t)blockDim.x * gridDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const idx_t chunk = i / C;
-        const idx_t j = i - chunk * C;
-        const idx_t k = j / U;
-        idx_t r = chunk * rows_per_chunk;
-        idx_t end = r + rows_per_chunk;
-        if (end > rows) end = rows;
-        idx_t b = 0;
-        idx_t off = k * gs + (j - k * U);
-        if (r < end) {
-            const idx_t t = r / B;
-            b = r - t * B;
-            off += t * ts + b * bs;
-        }
-        T s = T(0);
-        for (; r < end; ++r) {
-            s += in[off];
-            off += bs;
-            if (++b == B) {  // next time step
-                b = 0;
-                off += ts - B * bs;
-            }
-        }
-        partial[i] = s;
-    }
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        colsum_partial_element<T>(p, i);
 }
 
 // Pass 2: out[j] = sum over chunks, in chunk order (deterministic).
