@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 
 from . import environment, report
 from .registry import ALL_DTYPES, Registry, default_registry
-from .runner import Checker
+from .runner import Checker, unavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DTYPES = ("float32", "float64", "float16")  # float16 where the path takes it
@@ -116,25 +116,10 @@ def _open_json(path: Optional[str], parser: argparse.ArgumentParser) -> None:
         parser.error(f"--json {path}: {e}")
 
 
-def main(argv: Optional[Sequence[str]] = None, registry: Optional[Registry] = None) -> int:
-    registry = registry or default_registry()
-    parser = build_parser(registry)
-    args = parser.parse_args(argv)
-    paths = registry.select(_flat(args.paths) or None)
-    dtypes = list(dict.fromkeys(_flat(args.dtype))) or list(DEFAULT_DTYPES)
-    tier = "quick" if args.quick else "default"
-    out = sys.stdout
-    if args.list_paths:
-        for path in paths:
-            why = path.unavailable()
-            print(f"  {path.name:<20} {'available' if why is None else 'unavailable: ' + why}",
-                  file=out)
-        return EXIT_OK
-    _check_device(args.device, parser)
-    _open_json(args.json, parser)
-    started = datetime.datetime.now(datetime.timezone.utc)
+def _run(paths, tier: str, dtypes: list, device: Optional[int], out) -> tuple[list, list]:
+    """The environment, then every path's table lines as it finishes: (facts, outcomes)."""
     outcomes = []
-    with _on_device(args.device) as note:
+    with _on_device(device) as note:
         print("lstm-gpu-check: does every lstm_gpu path compute the right numbers here?\n",
               file=out)
         facts = environment.collect()
@@ -150,6 +135,28 @@ def main(argv: Optional[Sequence[str]] = None, registry: Optional[Registry] = No
     dispatch = report.render_dispatch(outcomes)
     if dispatch:
         print(f"\n{dispatch}", file=out)
+    return facts, outcomes
+
+
+def main(argv: Optional[Sequence[str]] = None, registry: Optional[Registry] = None) -> int:
+    """The command; `registry` defaults to lstm_gpu's paths (tests pass one with doubles)."""
+    registry = registry or default_registry()
+    parser = build_parser(registry)
+    args = parser.parse_args(argv)
+    paths = registry.select(_flat(args.paths) or None)
+    dtypes = list(dict.fromkeys(_flat(args.dtype))) or list(DEFAULT_DTYPES)
+    tier = "quick" if args.quick else "default"
+    out = sys.stdout
+    if args.list_paths:
+        for path in paths:
+            why = unavailable(path)
+            print(f"  {path.name:<20} {'available' if why is None else 'unavailable: ' + why}",
+                  file=out)
+        return EXIT_OK
+    _check_device(args.device, parser)
+    _open_json(args.json, parser)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    facts, outcomes = _run(paths, tier, dtypes, args.device, out)
     passed, failed = report.totals(outcomes)
     status = EXIT_OK if passed and not failed else EXIT_FAILED
     if not passed and not failed:

@@ -57,9 +57,10 @@ class CheckPath:
     when the path is only reached through the layer. space(): where its arrays live.
     dtypes: the dtypes its contract takes. declines(problem, data): why it does not take a
     problem it would be asked (None when it takes it). environ: variables set while it runs.
-    calls: training calls per problem. counters() / counters_problem(delta): counters
-    reported after the path ran, and what in their change means the path did not run as
-    named (None when all is well).
+    calls: training calls per problem. reset(): called before the path runs (a cache to
+    start from empty). counters() / counters_problem(delta): counters reported after the
+    path ran, and what in their change means the path did not run as named (None when all
+    is well).
     """
 
     name: str
@@ -181,7 +182,7 @@ def _module(name: str) -> Callable[[], Any]:
     return lambda: importlib.import_module(name)
 
 
-def _graph_problem(delta: dict) -> Optional[str]:
+def graph_counters_problem(delta: dict) -> Optional[str]:
     if delta.get("fallbacks"):
         return (f"{delta['fallbacks']} CUDA graph capture(s) fell back to eager loops: graph "
                 "mode did not run as a graph")
@@ -209,11 +210,11 @@ def default_registry() -> Registry:
                     module=_module("lstm_gpu.paths.cudnn"), space=gpu_space, dtypes=ALL_DTYPES,
                     declines=cudnn_declines, layer=LayerRoute(use_cudnn=True,
                                                                expected="cudnn")))
-    for mode, calls, extra in (
-            ("eager", 1, {}),
-            # The first call of a shape runs eagerly, the next captures, later ones replay.
-            ("graph", 3, dict(counters=cuda_kernels.graph_stats,
-                              counters_problem=_graph_problem, reset=cuda_kernels.clear_graphs))):
+    graph = dict(counters=cuda_kernels.graph_stats, counters_problem=graph_counters_problem,
+                 reset=cuda_kernels.clear_graphs)
+    # Graph mode: three calls per problem, so that the last ones replay whether a shape's
+    # first call runs eagerly and the second captures, or the first captures already.
+    for mode, calls, extra in (("eager", 1, {}), ("graph", 3, graph)):
         r.add(CheckPath(f"cuda-kernels:{mode}", f"fused CUDA kernels, {mode} time loop",
                         gpu_unavailable_reason, module=_module("lstm_gpu.paths.cuda_kernels"),
                         space=gpu_space, environ={cuda_kernels.LOOP_ENV: mode}, calls=calls,

@@ -68,6 +68,14 @@ def _text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def unavailable(path: CheckPath) -> Optional[str]:
+    """Why `path` cannot run here (None when it can); a failing check is a reason too."""
+    try:
+        return path.unavailable()
+    except Exception as e:
+        return f"its availability check failed: {_text(e)}"
+
+
 class Checker:
     """Runs paths over the cases of one tier, in the given dtypes."""
 
@@ -93,11 +101,7 @@ class Checker:
             yield self.run_path(path)
 
     def run_path(self, path: CheckPath) -> PathOutcome:
-        outcome = PathOutcome(path)
-        try:
-            outcome.unavailable = path.unavailable()
-        except Exception as e:
-            outcome.unavailable = f"its availability check failed: {_text(e)}"
+        outcome = PathOutcome(path, unavailable(path))
         if outcome.unavailable:
             return outcome
         try:
