@@ -227,18 +227,18 @@ def test_counters_that_show_no_replay_fail(capsys):
         counts["fallbacks"] += 1  # one capture fell back during the run
         return dict(counts)
 
-    from lstm_gpu.check.registry import _graph_problem
+    from lstm_gpu.check.registry import graph_counters_problem
 
     fake_graph = CheckPath("fake-graph", "counters of a loop that never replays", lambda: None,
                            module=lambda: numpy_ref, counters=counters,
-                           counters_problem=_graph_problem)
+                           counters_problem=graph_counters_problem)
     rc, text = _run(capsys, "--quick", "--dtype", "float64", "--paths", "fake-graph",
                     registry=_registry(fake_graph))
     assert rc == cli.EXIT_FAILED
     assert re.search(r"fake-graph\s+counters\s+FAIL", text)
     assert "1 CUDA graph capture(s) fell back to eager loops" in text
-    assert _graph_problem({"replays": 5, "fallbacks": 0}) is None
-    assert "no CUDA graph replay" in _graph_problem({"replays": 0, "captures": 2})
+    assert graph_counters_problem({"replays": 5, "fallbacks": 0}) is None
+    assert "no CUDA graph replay" in graph_counters_problem({"replays": 0, "captures": 2})
 
 
 # ----------------------------------------------------------------------------- options

@@ -159,4 +159,23 @@ def test_python_tanh_is_a_callable_with_an_exact_derivative():
     x = np.linspace(-2, 2, 9)
     np.testing.assert_allclose(python_tanh(x), np.tanh(x), rtol=0, atol=0)
     np.testing.assert_allclose(layer.activation.grad(x, np.tanh(x)), 1 - np.tanh(x) ** 2)
-    assert isinstance(Bidirectional(layer).forward_layer.activation.fn, type(python_tanh))
+    copied = Bidirectional(layer).backward_layer.activation  # from the config: the callable
+    assert copied.name is python_tanh and not copied.is_builtin
+
+
+def test_the_dispatcher_section_names_each_case_its_path_and_why():
+    from lstm_gpu.check.registry import default_registry
+    from lstm_gpu.check.report import render_dispatch
+    from lstm_gpu.check.runner import PASSED, CaseResult, PathOutcome
+
+    auto = default_registry().select(["auto"])[0]
+    results = [CaseResult("auto", "layer", "layer/last output", dtype, PASSED, ran=[["cudnn"]],
+                          reasons=[]) for dtype in ("float32", "float64")]
+    results.append(CaseResult("auto", "dispatch", "dispatch/mask with holes", "float32", PASSED,
+                              ran=[["cuda-kernels"]], reasons=[dispatch.REASON_MASK]))
+    text = render_dispatch([PathOutcome(auto, results=results)])
+    rows = text.splitlines()[1:]
+    assert len(rows) == 2  # one row per case, whatever the dtypes
+    assert re.search(r"layer/last output\s+cudnn\s+every cuDNN rule holds", rows[0])
+    assert re.search(r"dispatch/mask with holes\s+cuda-kernels\s+mask has holes", rows[1])
+    assert render_dispatch([PathOutcome(auto, unavailable="no GPU")]) is None
