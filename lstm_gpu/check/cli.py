@@ -82,8 +82,9 @@ def _on_device(device: Optional[int]) -> Iterator[Optional[str]]:
         return
     import cupy
 
-    # Device.__enter__ makes it CuPy's current device (cupy/cuda/device.pyx): arrays, the
-    # cuDNN handle and the kernels' module of the check all follow it.
+    # Device.__enter__ makes it CuPy's current device and __exit__ restores the previous one
+    # (CuPy 14.2 cupy/cuda/device.pyx lines 177 and 184): the check's arrays, the cuDNN
+    # handle and the kernels' module all follow it.
     with cupy.cuda.Device(device):
         yield None
 

@@ -22,9 +22,11 @@ import numpy as np
 ENV_VARIABLES = ("LSTM_GPU_KERNEL_LOOP", "LSTM_GPU_CPU_PATH", "LSTM_GPU_CUDNN_PATH",
                  "CUDA_VISIBLE_DEVICES")
 
-# cublas_api.h: `cublasStatus_t cublasGetProperty(libraryPropertyType type, int* value)`;
-# library_types.h: `typedef enum libraryPropertyType_t {MAJOR_VERSION, MINOR_VERSION,
-# PATCH_LEVEL}`. It needs no handle, so no GPU either.
+# cublas_api.h (line 252 in nvidia-cublas 13.10): `cublasStatus_t cublasGetProperty(
+# libraryPropertyType type, int* value)`; library_types.h: `typedef enum libraryPropertyType_t
+# {MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL}`. It needs no handle, so no GPU either (CuPy 14.2
+# does not wrap it: cupy_backends/cuda/libs/cublas.pyx has only getVersion(handle), line 616).
+# tests/test_check_parts.py checks the prototype against the header and calls it.
 CUBLAS_GET_PROPERTY = ("cublasGetProperty", ctypes.c_int, [ctypes.c_int,
                                                            ctypes.POINTER(ctypes.c_int)])
 LIBRARY_PROPERTIES = (0, 1, 2)  # MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
@@ -204,6 +206,8 @@ def _nvrtc() -> Fact:
         return Fact("NVRTC", None, f"CuPy {why}")
     from cupy_backends.cuda.libs import nvrtc
 
+    # (major, minor) from nvrtcVersion; no driver needed (cupy_backends/cuda/libs/nvrtc.pyx
+    # line 56 in CuPy 14.2)
     version = ".".join(map(str, nvrtc.getVersion()))
     path = loaded_library("libnvrtc.so")
     return Fact("NVRTC", f"{version} ({path})" if path else version,
@@ -221,8 +225,9 @@ def _kernels() -> Fact:
 
     start = time.perf_counter()
     kernel_set = kernels.get_kernels()
-    # cupy.RawModule compiles lazily; compile() builds and loads the module now
-    # (cupy/_core/raw.pyx, RawModule.compile -> _get_raw_module -> compile_with_cache).
+    # cupy.RawModule compiles lazily; compile() builds and loads it now, for the current
+    # device (CuPy 14.2 cupy/_core/raw.pyx: RawModule.compile line 421 -> _module line 409
+    # -> _get_raw_module line 541, memoized per device -> compile_with_cache line 549).
     module = getattr(kernel_set, "module", None)
     if module is not None and hasattr(module, "compile"):
         module.compile()
