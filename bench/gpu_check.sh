@@ -28,15 +28,19 @@ environment() {
     "$py" -c 'import json; from lstm_gpu.bench.env_info import collect; print(json.dumps(collect(), indent=1))' 2>&1
 }
 
+check() {
+    "$py" -m lstm_gpu.check --json "$dir/check.json"
+}
+
 run_check() {
-    "$py" -m lstm_gpu.check --json "$dir/check.json" || status=1
+    check || status=1
 }
 
 run_tests() {
     (
         rc=0
         environment
-        "$py" -m lstm_gpu.check --json "$dir/check.json" || rc=1
+        check || rc=1
         "$py" -m pytest -p no:cacheprovider || rc=1
         exit $rc
     ) 2>&1 | tee "$dir/pytest.log"
