@@ -40,12 +40,18 @@ def to_numpy(a: Any) -> np.ndarray:
 
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
+    return gpu_unavailable_reason() is None
+
+
+def gpu_unavailable_reason() -> str | None:
+    """None when CuPy imports and sees a CUDA device, else why not, in words."""
     if _cupy is None:
-        return False
+        return "CuPy is not installed (pip install 'lstm-gpu[cuda12]' or '[cuda13]')"
     try:
-        return _cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+        count = _cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, or a broken one
+        return f"no CUDA device visible to CuPy ({type(e).__name__}: {e})"
+    return None if count > 0 else "no CUDA device visible to CuPy"
 
 
 def device_of(a: Any):

@@ -31,9 +31,18 @@ def ineligibility(layer: Any, user_mask: Any, training: bool,
         dtype=layer.compute_dtype, implementation=layer.implementation, device_id=device_id)
 
 
+def kernel_path_name(layer: Any) -> str:
+    """The path of a CuPy call that does not run on cuDNN: "cuda-kernels", or
+    "cupy-reference" when an activation is a Python callable (no kernel form)."""
+    from .dispatch import PATH_KERNELS
+
+    builtin = layer.activation.is_builtin and layer.recurrent_activation.is_builtin
+    return PATH_KERNELS if builtin else NAME_REFERENCE
+
+
 def _kernel_path(layer: Any):
     """Our CUDA kernels, or the CuPy reference for Python-callable activations."""
-    if not (layer.activation.is_builtin and layer.recurrent_activation.is_builtin):
+    if kernel_path_name(layer) == NAME_REFERENCE:
         return numpy_ref, NAME_REFERENCE
     from .paths import cuda_kernels
 

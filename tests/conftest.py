@@ -19,13 +19,9 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/lstm_reference.py for tes
 
 @functools.lru_cache(maxsize=None)
 def _gpu_reason():
-    from lstm_gpu._xp import cupy_module, gpu_available
+    from lstm_gpu._xp import gpu_unavailable_reason
 
-    if cupy_module() is None:
-        return "CuPy is not installed (pip install lstm-gpu[cuda12] or [cuda13])"
-    if not gpu_available():
-        return "no CUDA device visible to CuPy"
-    return None
+    return gpu_unavailable_reason()
 
 
 @functools.lru_cache(maxsize=None)

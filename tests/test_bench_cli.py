@@ -388,7 +388,7 @@ def test_env_info_and_device_slug():
     assert env["versions"]["numpy"] == np.__version__
     assert env_info.device_slug({"gpu": {"name": "NVIDIA H100 80GB HBM3"}}) == \
         "nvidia-h100-80gb-hbm3"
-    assert env_info._cuda_version(12040) == "12.4"
+    assert env_info.cuda_version_text(12040) == "12.4"
     assert env_info._cudnn_version_text(90100) == "9.1.0"
     json.dumps(env)  # JSON-able
 

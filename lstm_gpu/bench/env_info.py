@@ -18,14 +18,14 @@ DISTRIBUTIONS = ("lstm-gpu", "numpy", "cupy", "torch", "keras", "tensorflow", "j
 CUPY_DISTRIBUTIONS = ("cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x")
 
 
-def _version(dist: str) -> Optional[str]:
+def distribution_version(dist: str) -> Optional[str]:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _cuda_version(v: Optional[int]) -> Optional[str]:
+def cuda_version_text(v: Optional[int]) -> Optional[str]:
     """12040 -> "12.4" (the CUDA encoding: 1000 * major + 10 * minor)."""
     if not v:
         return None
@@ -73,8 +73,8 @@ def gpu_info() -> Optional[dict]:
         info.setdefault("name", "unknown NVIDIA GPU")
     info["driver"] = nvidia_driver()
     try:
-        info["cuda_driver_api"] = _cuda_version(rt.driverGetVersion())
-        info["cuda_runtime"] = _cuda_version(rt.runtimeGetVersion())
+        info["cuda_driver_api"] = cuda_version_text(rt.driverGetVersion())
+        info["cuda_runtime"] = cuda_version_text(rt.runtimeGetVersion())
     except Exception:
         pass
     info["cudnn"] = cudnn_version()
@@ -106,7 +106,7 @@ def _cudnn_version_text(v: Any) -> str:
 
 
 def torch_info() -> Optional[dict]:
-    if "torch" not in sys.modules and _version("torch") is None:
+    if "torch" not in sys.modules and distribution_version("torch") is None:
         return None
     try:
         import torch
@@ -124,8 +124,8 @@ def torch_info() -> Optional[dict]:
 def collect(keras_backend: Optional[str] = None) -> dict:
     """Everything above as one JSON-able dict."""
     gpu = gpu_info()
-    versions = {d: _version(d) for d in DISTRIBUTIONS}
-    versions["cupy"] = next((v for v in map(_version, CUPY_DISTRIBUTIONS) if v), None)
+    versions = {d: distribution_version(d) for d in DISTRIBUTIONS}
+    versions["cupy"] = next((v for v in map(distribution_version, CUPY_DISTRIBUTIONS) if v), None)
     if versions["lstm-gpu"] is None:  # running from a source tree
         from .. import __version__
 

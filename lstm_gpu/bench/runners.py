@@ -81,17 +81,6 @@ def _import_lstm():
     return LSTM
 
 
-def _cupy_status() -> Optional[str]:
-    """None when CuPy sees a CUDA device, else why not."""
-    from .._xp import cupy_module, gpu_available
-
-    if cupy_module() is None:
-        return "CuPy is not installed (pip install 'lstm-gpu[cuda12]' or '[cuda13]')"
-    if not gpu_available():
-        return "no CUDA GPU found (CuPy sees no device)"
-    return None
-
-
 class LstmGpuRunner(Runner):
     """lstm_gpu's own paths: "numpy" (NumPy arrays), "cudnn" and "cuda-kernels" (CuPy)."""
 
@@ -107,7 +96,11 @@ class LstmGpuRunner(Runner):
             _import_lstm()
         except ImportError as e:
             return f"lstm_gpu.LSTM cannot be imported: {e}"
-        return None if self.name == "numpy" else _cupy_status()
+        if self.name == "numpy":
+            return None
+        from .._xp import gpu_unavailable_reason
+
+        return gpu_unavailable_reason()
 
     def _layer(self, case: Case, data: CaseData):
         layer = _import_lstm()(

@@ -1,5 +1,6 @@
 """`Bidirectional` on CuPy input: each direction on the path the dispatcher picks, compared
-with the same wrapper on NumPy input (float64: 1e-10, DESIGN.md section 6).
+with the same wrapper on NumPy input (float64: 1e-10, DESIGN.md section 6). The parity cases
+are lstm-gpu-check's (`lstm_gpu.check.grid`).
 
 Skipped without a CUDA device (cuDNN cases also without cuDNN).
 """
@@ -10,6 +11,9 @@ import pytest
 
 from lstm_gpu import LSTM, Bidirectional
 from lstm_gpu._xp import gpu_available
+from lstm_gpu.check import grid
+from lstm_gpu.check.compute import check_layer_case, gpu_space, reference_layer
+from lstm_gpu.check.data import layer_data
 
 try:
     from tests import lstm_testlib as T_
@@ -36,35 +40,23 @@ def _pair(use_cudnn, merge_mode, mask_kind, **config):
         T_.random_states(B, U) + T_.random_states(B, U, seed=7)
 
 
+# lstm-gpu-check's Bidirectional layer cases (every merge mode and mask kind in the "full"
+# tier: return_sequences, return_state, initial states), one list with the command's.
+CASES = [c for c in grid.layer_cases("full", group="layer") if c.wrapper == "bidirectional"]
+
+
 @pytest.mark.parametrize("use_cudnn,expected_path", [
     pytest.param(True, "cudnn", marks=pytest.mark.cudnn),
     (False, "cuda-kernels"),
 ])
-@pytest.mark.parametrize("merge_mode", ["concat", "mul", None])
-@pytest.mark.parametrize("mask_kind", ["none", "right", "left"])
-def test_gpu_matches_numpy_forward_and_backward(use_cudnn, expected_path, merge_mode,
-                                                mask_kind):
-    import cupy as cp
-
-    (cpu, gpu), x, mask, init = _pair(use_cudnn, merge_mode, mask_kind,
-                                      return_sequences=True, return_state=True)
-    expected = T_.call(cpu, x, mask, init, training=True)
-    to_gpu = (lambda a: None if a is None else cp.asarray(a))
-    got = T_.call(gpu, to_gpu(x), to_gpu(mask), [to_gpu(s) for s in init], training=True)
-    assert gpu.last_path == (expected_path, expected_path)
-    assert all(isinstance(g, cp.ndarray) for g in got)
-    for k, (g, e) in enumerate(zip(got, expected)):
-        T_.assert_close(g, e, rtol=RTOL, what=f"output {k}")
-    upstream = T_.random_upstream(expected)
-    want = cpu.backward(BT.upstream_arg(upstream))
-    have = gpu.backward(BT.upstream_arg([to_gpu(u) for u in upstream]))
-    T_.assert_close(have["inputs"], want["inputs"], rtol=RTOL, what="d/d inputs")
-    for k in range(4):
-        T_.assert_close(have["initial_state"][k], want["initial_state"][k], rtol=RTOL)
-    for direction in ("forward", "backward"):
-        for key in BT.WEIGHT_KEYS:
-            T_.assert_close(have[direction][key], want[direction][key], rtol=RTOL,
-                            what=f"d/d {direction} {key}")
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_gpu_matches_numpy_forward_and_backward(use_cudnn, expected_path, case):
+    """Both directions on the expected path, every output and gradient against the float64
+    NumPy wrapper on the same data."""
+    data = layer_data(case, "float64")
+    result = check_layer_case(case, data, gpu_space(), reference_layer(case, data),
+                              use_cudnn=use_cudnn, expected=expected_path)
+    assert result.passed, result.describe()
 
 
 def test_holes_keep_both_directions_off_cudnn():

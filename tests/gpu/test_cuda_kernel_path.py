@@ -5,6 +5,7 @@ Tolerances (DESIGN.md section 6): float64 1e-10, float32 1e-5 relative.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 from lstm_gpu import activations
 from lstm_gpu.paths import numpy_ref
 from lstm_gpu._xp import gpu_available
+from lstm_gpu.check import grid
+from lstm_gpu.check.compute import check_problem, gpu_space, reference_path
+from lstm_gpu.check.data import problem_data
 from lstm_gpu.errors import PathUnavailable
 from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
 
@@ -95,45 +99,33 @@ def _compare(got, want, dtype):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
-SHAPES = [(1, 1, 1, 1), (5, 3, 4, 8), (17, 9, 13, 33), (40, 64, 48, 256)]
-OPTIONS = [
-    # mask, input-dropout groups, recurrent dropout, bias, activation, recurrent, zero_output
-    (None, 0, False, True, "tanh", "sigmoid", False),  # cuDNN-eligible (use_cudnn=False)
-    ("right", 0, False, True, "tanh", "sigmoid", False),  # cuDNN-eligible mask
-    ("left", 0, False, True, "tanh", "sigmoid", False),
-    ("random", 0, False, True, "tanh", "sigmoid", True),
-    ("left", 1, False, True, "tanh", "sigmoid", False),
-    (None, 4, True, True, "tanh", "sigmoid", False),
-    ("random", 4, True, False, "tanh", "hard_sigmoid", False),
-    ("left", 0, False, True, "relu", "hard_sigmoid_keras2", True),
-    (None, 0, True, True, "gelu", "sigmoid", False),
-]
+# The parity grid is lstm-gpu-check's (`lstm_gpu.check.grid`, one list for the command and
+# these tests): every problem it has, at the command's shapes and the "full" tier's larger
+# and longer ones, compared by its float64 reference and its tolerances (float32 gradients
+# 1e-4, as the cuDNN tests).
+PROBLEMS = grid.path_problems("full")
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_reference(problem, dtype):
+    """The float64 NumPy path on the problem's data rounded to `dtype` (shared by both loop
+    modes)."""
+    return reference_path(problem, problem_data(problem, dtype))
 
 
 @pytest.mark.parametrize("loop", ["eager", "graph"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("opt", OPTIONS, ids=lambda o: "-".join(map(str, o)))
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_kernel_path_matches_numpy_path(shape, opt, dtype, loop, monkeypatch):
-    import cupy as cp
-
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=str)
+def test_kernel_path_matches_numpy_path(problem, dtype, loop, monkeypatch):
     from lstm_gpu.paths import cuda_kernels
 
     monkeypatch.setenv(cuda_kernels.LOOP_ENV, loop)
-    mask_kind, in_drop, rec_drop, use_bias, act, ract, zo = opt
-    case, grads = _case(shape, dtype, mask_kind, in_drop, rec_drop, use_bias)
-    spec = CellSpec(units=shape[3], activation=activations.get(act),
-                    recurrent_activation=activations.get(ract), use_bias=use_bias,
-                    zero_output_for_mask=zo, implementation=1 if (rec_drop or in_drop == 4) else 2)
-    want = _reference(case, grads, spec)
-    # Graph mode: eager warm-up, capture, replays (results dropped between calls so the pool
-    # hands back the same addresses); every call must agree with the reference.
-    for _ in range(4):
-        got = _run(cuda_kernels, cp, case, grads, spec)
-        _compare(got, want, dtype)
-        del got
-    inference = _run(cuda_kernels, cp, case, grads, spec, training=False)
-    _compare(inference, want[:4], dtype)
+    # Graph mode: warm-up, capture, replays (results are copied to the host and dropped
+    # between calls); every training call and an inference call must agree with the
+    # reference.
+    result = check_problem(cuda_kernels, gpu_space(), problem, problem_data(problem, dtype),
+                           _grid_reference(problem, dtype), calls=4)
+    assert result.passed, result.describe()
 
 
 def _device_args(case):

@@ -1,8 +1,10 @@
-"""cuDNN path on a GPU against the NumPy reference (tests/lstm_reference.py) and the layer.
+"""cuDNN path on a GPU against the NumPy reference and the layer.
 
-Tolerances (DESIGN.md section 6): float64 1e-10, float32 1e-5, relative to the largest
-magnitude of the expected array (`_close`), since weight gradients sum B*T terms. float16 is
-compared loosely with the float32 run.
+The parity grids (path problems and layer cases), their data, the float64 reference on the
+same rounded data and the comparison are lstm-gpu-check's (`lstm_gpu.check`): this file and
+the command check the same cases. Tolerances (DESIGN.md section 6): float64 1e-10, float32
+1e-5 (1e-4 for gradients, which sum B*T terms), float16 2e-2 (5e-2), relative to the
+largest magnitude of the expected array (`_close` here, `check.compare` for the grids).
 """
 from __future__ import annotations
 
@@ -11,9 +13,14 @@ import pytest
 
 import lstm_reference as ref
 from lstm_gpu import activations
+from lstm_gpu.check import grid
+from lstm_gpu.check.compute import (check_layer_case, check_problem, gpu_space,
+                                    reference_layer, reference_path)
+from lstm_gpu.check.data import layer_data, problem_data
+from lstm_gpu.check.registry import cudnn_declines
 from lstm_gpu.paths import cudnn as cudnn_path
-from lstm_gpu.paths import cudnn_runtime, cudnn_weights, numpy_ref
-from lstm_gpu.paths.base import CellSpec, DropoutMasks, Weights
+from lstm_gpu.paths import cudnn_runtime, cudnn_weights
+from lstm_gpu.paths.base import CellSpec, Weights
 
 pytestmark = [pytest.mark.gpu, pytest.mark.cudnn]
 
@@ -41,63 +48,53 @@ def _spec(zofm=False):
 
 
 def _problem(seed, steps, batch, mask_kind):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(steps, batch, FEATURES))
-    h0 = rng.normal(size=(batch, UNITS)) * 0.5
-    c0 = rng.normal(size=(batch, UNITS)) * 0.5
-    w = (rng.normal(size=(FEATURES, 4 * UNITS)) * 0.3,
-         rng.normal(size=(UNITS, 4 * UNITS)) * 0.3, rng.normal(size=4 * UNITS) * 0.3)
-    mask = None
-    if mask_kind != "none":
-        lengths = rng.integers(1, steps + 1, size=batch)
-        if mask_kind in ("fully_masked", "left_fully_masked") and batch > 1:
-            lengths[rng.permutation(batch)[: max(1, batch // 3)]] = 0
-        if mask_kind == "all_masked":
-            lengths[:] = 0
-        mask = np.arange(steps)[:, None] < lengths[None, :]  # (T, B) right-padded
-        if mask_kind.startswith("left"):
-            mask = mask[::-1].copy()  # a right-padded user mask under go_backwards
-    return x, mask, h0, c0, w
+    """(x (T, B, F), mask (T, B) or None, h0, c0, (kernel, recurrent_kernel, bias)) in
+    float64: lstm-gpu-check's data (`lstm_gpu.check.data`) for a problem of this shape."""
+    problem = grid.Problem("cudnn", f"{mask_kind} {seed}",
+                           grid.Shape(steps, batch, FEATURES, UNITS), mask=mask_kind)
+    d = problem_data(problem, np.float64)
+    return d.x, d.mask, d.h0, d.c0, (d.weights.kernel, d.weights.recurrent_kernel,
+                                     d.weights.bias)
 
 
-def _run(dtype, x, mask, h0, c0, w, zofm, training=True, input_mask=None):
+def _run(dtype, x, mask, h0, c0, w, zofm, training=True):
     cp = _cp()
     dev = lambda a: cp.asarray(a, dtype=dtype)  # noqa: E731
     weights = Weights(dev(w[0]), dev(w[1]), dev(w[2]))
-    dropout = None if input_mask is None else DropoutMasks(inputs=dev(input_mask))
-    res = cudnn_path.forward(weights, dev(x), None if mask is None else cp.asarray(mask),
-                             dev(h0), dev(c0), _spec(zofm), dropout, training)
-    return res
+    return cudnn_path.forward(weights, dev(x), None if mask is None else cp.asarray(mask),
+                              dev(h0), dev(c0), _spec(zofm), None, training)
 
 
-GRID = [(b, t) for b in (1, 3, 17, 64) for t in (1, 7, 50, 200)]
-MASKS = ["none", "right", "left", "fully_masked", "left_fully_masked", "all_masked"]
+def _takes(problem) -> bool:
+    return cudnn_declines(problem, problem_data(problem, np.float64)) is None
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("mask_kind", MASKS)
-@pytest.mark.parametrize("batch,steps", GRID)
-def test_forward_backward_parity(dtype, mask_kind, batch, steps):
-    x, mask, h0, c0, w = _problem(batch * 1000 + steps, steps, batch, mask_kind)
-    rd = lambda a: a.astype(dtype).astype(np.float64)  # noqa: E731 - the data cuDNN sees
-    x, h0, c0, w = rd(x), rd(h0), rd(c0), tuple(rd(a) for a in w)
-    zofm = (batch + steps) % 2 == 1  # both settings across the grid
-    res = _run(dtype, x, mask, h0, c0, w, zofm)
-    last, seq, h, c, cache = ref.forward(x, mask, h0, c0, *w, zofm)
-    rel = TOL[dtype]
-    for got, want, what in ((res.last, last, "last"), (res.sequence, seq, "sequence"),
-                            (res.h, h, "h"), (res.c, c, "c")):
-        _close(got, want, rel, what)
-    rng = np.random.default_rng(7)
-    dseq = rng.normal(size=seq.shape)
-    dl, dh, dc = (rng.normal(size=h.shape) for _ in range(3))
-    cp = _cp()
-    g = cudnn_path.backward(res.saved, cp.asarray(dl, dtype), cp.asarray(dseq, dtype),
-                            cp.asarray(dh, dtype), cp.asarray(dc, dtype))
-    want = ref.backward(cache, dl, dseq, dh, dc)
-    for field in ("inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"):
-        _close(getattr(g, field), want[field], rel * 10 if dtype == np.float32 else rel,
-               field)
+# lstm-gpu-check's grid (one list: the command's default tier and the larger and longer
+# shapes of the "full" tier), the problems the dispatcher's rules give cuDNN.
+PROBLEMS = [p for p in grid.path_problems("full") if _takes(p)]
+FLOAT16_PROBLEMS = [p for p in grid.path_problems("default") if _takes(p)]
+
+
+def _check(problem, dtype):
+    data = problem_data(problem, dtype)
+    return check_problem(cudnn_path, gpu_space(), problem, data, reference_path(problem, data))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=str)
+def test_forward_backward_parity(problem, dtype):
+    """Training (forward, every gradient) and inference against the float64 reference on the
+    same rounded data: masks of every contiguous kind, fully masked rows, initial states,
+    zero_output_for_mask, input dropout (implementation 2)."""
+    result = _check(problem, dtype)
+    assert result.passed, result.describe()
+
+
+@pytest.mark.parametrize("problem", FLOAT16_PROBLEMS, ids=str)
+def test_float16_parity(problem):
+    """float16 storage, float32 math: 2e-2 for outputs, 5e-2 for gradients."""
+    result = _check(problem, "float16")
+    assert result.passed, result.describe()
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "right", "fully_masked"])
@@ -107,19 +104,6 @@ def test_inference_mode_matches_training_mode(mask_kind):
     b = _run(np.float64, x, mask, h0, c0, w, False, training=True)
     assert a.saved is None
     _close(a.sequence, _cp().asnumpy(b.sequence), 1e-12, "sequence")
-
-
-def test_float16_loosely_matches_float32():
-    x, mask, h0, c0, w = _problem(12, 40, 16, "right")
-    a = _run(np.float16, x, mask, h0, c0, w, False, training=True)
-    b = _run(np.float32, x, mask, h0, c0, w, False, training=True)
-    assert a.sequence.dtype == np.float16
-    _close(a.sequence, _cp().asnumpy(b.sequence).astype(np.float64), 2e-2, "sequence")
-    cp = _cp()
-    d = cp.ones((16, UNITS))
-    ga = cudnn_path.backward(a.saved, d.astype(cp.float16), None, None, None)
-    gb = cudnn_path.backward(b.saved, d.astype(cp.float32), None, None, None)
-    _close(ga.kernel, cp.asnumpy(gb.kernel).astype(np.float64), 5e-2, "kernel")
 
 
 def test_backward_runs_once():
@@ -174,29 +158,6 @@ def test_in_place_weight_edit_reaches_the_next_call():
     bias[:3] = 0.0
     last, *_ = ref.forward(x, mask, h0, c0, w[0] + 1.0, w[1], bias)
     _close(res.last, last, 1e-10, "last after in-place update")
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("mask_kind", ["none", "right", "left", "left_fully_masked"])
-def test_input_dropout_parity(dtype, mask_kind):
-    x, mask, h0, c0, w = _problem(17, 23, 9, mask_kind)
-    rd = lambda a: a.astype(dtype).astype(np.float64)  # noqa: E731 - the data cuDNN sees
-    x, h0, c0, w = rd(x), rd(h0), rd(c0), tuple(rd(a) for a in w)
-    keep = np.random.default_rng(18).random((1, 9, FEATURES)) >= 0.3
-    input_mask = rd(keep / 0.7)
-    res = _run(dtype, x, mask, h0, c0, w, False, input_mask=input_mask)
-    spec = CellSpec(UNITS, activations.get("tanh"), activations.get("sigmoid"), True, False, 2)
-    want = numpy_ref.forward(Weights(*w), x, mask, h0, c0, spec,
-                             DropoutMasks(inputs=input_mask), True)
-    rel = TOL[dtype]
-    _close(res.sequence, want.sequence, rel, "sequence")
-    cp = _cp()
-    dseq = np.random.default_rng(19).normal(size=want.sequence.shape)
-    g = cudnn_path.backward(res.saved, None, cp.asarray(dseq, dtype), None, None)
-    gw = numpy_ref.backward(want.saved, None, dseq, None, None)
-    for field in ("inputs", "kernel", "recurrent_kernel", "bias"):
-        _close(getattr(g, field), getattr(gw, field), rel * 10 if dtype == np.float32 else rel,
-               field)
 
 
 def test_misaligned_time_major_view():
@@ -293,70 +254,14 @@ def _layers(**kw):
     return cpu, gpu
 
 
-def _to_list(out):
-    return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-LAYER_CASES = [
-    dict(),
-    dict(return_sequences=True),
-    dict(return_sequences=True, return_state=True),
-    dict(go_backwards=True, return_sequences=True),
-    dict(time_major=True, return_sequences=True),
-    dict(go_backwards=True, time_major=True),
-]
-
-
-@pytest.mark.parametrize("masked", [None, "post", "pre"])
-@pytest.mark.parametrize("kw", LAYER_CASES)
-def test_layer_parity(kw, masked):
-    cp = _cp()
-    cpu, gpu = _layers(**kw)
-    rng = np.random.default_rng(21)
-    batch, steps = 6, 12
-    x = rng.normal(size=(batch, steps, FEATURES))
-    lengths = np.array([12, 1, 5, 0, 12, 7])
-    mask = None
-    if masked == "post":
-        mask = np.arange(steps)[None, :] < lengths[:, None]  # (B, T)
-    elif masked == "pre":  # Keras's pad_sequences default
-        mask = np.arange(steps)[None, :] >= (steps - lengths)[:, None]
-    if kw.get("time_major"):
-        x = x.transpose(1, 0, 2).copy()
-        mask = None if mask is None else mask.T.copy()  # (T, B) for a time-major layer
-    h0, c0 = rng.normal(size=(batch, UNITS)), rng.normal(size=(batch, UNITS))
-    out_cpu = cpu(x, mask=mask, training=True, initial_state=[h0, c0])
-    gpu.build(x.shape)
-    gpu.set_weights(cpu.get_weights())
-    out_gpu = gpu(cp.asarray(x), mask=None if mask is None else cp.asarray(mask),
-                  training=True, initial_state=[cp.asarray(h0), cp.asarray(c0)])
-    assert gpu.last_path == "cudnn"
-    for a, b in zip(_to_list(out_gpu), _to_list(out_cpu)):
-        _close(a, np.asarray(b), 1e-10, "output")
-    if kw.get("return_state"):
-        return
-    d_out = rng.normal(size=np.shape(out_cpu))
-    g_cpu = cpu.backward(d_out)
-    g_gpu = gpu.backward(cp.asarray(d_out))
-    for key in ("inputs", "kernel", "recurrent_kernel", "bias"):
-        _close(g_gpu[key], np.asarray(g_cpu[key]), 1e-10, key)
-    for a, b in zip(_to_list(g_gpu["initial_state"]), _to_list(g_cpu["initial_state"])):
-        _close(a, np.asarray(b), 1e-10, "initial_state")
-
-
-def test_layer_stateful():
-    cp = _cp()
-    cpu, gpu = _layers(stateful=True, return_sequences=True)
-    rng = np.random.default_rng(22)
-    chunks = [rng.normal(size=(4, 5, FEATURES)) for _ in range(3)]
-    cpu(chunks[0])
-    gpu.build(chunks[0].shape)
-    gpu.set_weights(cpu.get_weights())
-    cpu.reset_state()
-    for chunk in chunks:
-        a, b = gpu(cp.asarray(chunk)), cpu(chunk)
-        assert gpu.last_path == "cudnn"
-        _close(a, np.asarray(b), 1e-10, "stateful output")
+@pytest.mark.parametrize("case", grid.layer_cases("full", group="layer"), ids=str)
+def test_layer_parity(case):
+    """lstm-gpu-check's layer cases (output modes, go_backwards, time_major, initial and
+    stateful states, Bidirectional) with use_cudnn=True, in float64, every call on cuDNN."""
+    data = layer_data(case, "float64")
+    result = check_layer_case(case, data, gpu_space(), reference_layer(case, data),
+                              use_cudnn=True, expected="cudnn")
+    assert result.passed, result.describe()
 
 
 def test_layer_auto_falls_back_and_says_why():

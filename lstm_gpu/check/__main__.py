@@ -1,0 +1,6 @@
+"""`python -m lstm_gpu.check`: the same as `lstm-gpu-check`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
