@@ -19,45 +19,33 @@ import pytest
 
 import lstm_reference as ref
 from fake_cudnn import OnFakeDevice, fake_core
+from lstm_host_lib import HostDevice
 from lstm_gpu.check import grid
 from lstm_gpu.check.registry import (ALL_DTYPES, CheckPath, cudnn_declines,
                                      graph_counters_problem)
 from lstm_gpu.check.runner import FAILED, PASSED, SKIPPED, Checker
 from lstm_gpu.paths import cudnn as cudnn_path
 from lstm_gpu.paths import fused_loop
-
-
-try:  # the kernel loop as issue #10 left it: a device and a loop engine (eager or graph)
-    from lstm_host_lib import HostDevice
-    from lstm_gpu.paths.loop_engine import LoopEngine
-except ImportError:  # the eager-only loop before it, on a pointwise-ops object
-    HostDevice = LoopEngine = None
+from lstm_gpu.paths.loop_engine import LoopEngine
 
 
 class HostKernelPath:
-    """The kernel path's loop with the kernels' element code compiled for the host; with the
-    loop engine, its time loops run in `mode` ("graph": recorded once, then replayed)."""
+    """The kernel path's loop with the kernels' element code compiled for the host; its time
+    loops run through the loop engine in `mode` ("graph": recorded once, then replayed)."""
 
     def __init__(self, mode: str = "eager"):
-        self.engine = None if LoopEngine is None else LoopEngine(mode=lambda: mode)
+        self.engine = LoopEngine(mode=lambda: mode)
 
     def counters(self) -> dict:
         return self.engine.snapshot()
 
     def forward(self, weights, x, mask, h0, c0, spec, dropout, training):
-        from lstm_host_lib import HostOps
-
-        if self.engine is None:
-            return fused_loop.forward(HostOps(x.dtype), weights, x, mask, h0, c0, spec,
-                                      dropout, training)
         return fused_loop.forward(HostDevice(x.dtype), self.engine, weights, x, mask, h0, c0,
                                   spec, dropout, training)
 
     def backward(self, saved, d_last, d_sequence, d_h, d_c):
-        from lstm_host_lib import HostOps
-
-        device = HostOps if self.engine is None else HostDevice
-        return fused_loop.backward(device(saved.x.dtype), saved, d_last, d_sequence, d_h, d_c)
+        return fused_loop.backward(HostDevice(saved.x.dtype), saved, d_last, d_sequence, d_h,
+                                   d_c)
 
 
 def _host_library_or_skip():
@@ -91,7 +79,6 @@ def test_the_kernel_loop_on_the_host_passes_the_grid():
     assert {r.dtype for r in outcome.results if r.status == SKIPPED} == {"float16"}
 
 
-@pytest.mark.skipif(LoopEngine is None, reason="needs the kernel path's loop engine")
 def test_graph_mode_on_the_host_replays_and_its_counters_pass():
     """The command's graph-mode entry (three calls, counters judged by the registry's rule)
     on the host model of capture and replay."""
