@@ -35,6 +35,7 @@ import numpy as np
 from .._xp import cupy_module, is_cupy_array
 from ..cuda import kernels as _kernels
 from ..cuda.gemm_plan import address, operand, plan_gemm
+from ..cuda.streams import stream_key
 from ..errors import CublasNotAvailable, PathUnavailable
 from . import fused_loop
 from .base import CellSpec, DropoutMasks, ForwardResult, Gradients, Weights
@@ -75,14 +76,16 @@ def pack_args(params, values: dict) -> tuple:
 
 class _PlanContext:
     """The CUDA state of one plan: its cuBLAS workspace, the handle of the thread running
-    it, and an event that orders a use on another stream after the previous one."""
+    it, and an event that orders a use on another stream after the previous one.
+    `last_stream` is that use's `streams.stream_key` (a ptr alone would make every thread's
+    per-thread default stream look like one stream)."""
 
     __slots__ = ("workspace", "handle", "event", "last_stream")
 
     def __init__(self, workspace, event):
         self.workspace, self.event = workspace, event
         self.handle = 0
-        self.last_stream: Optional[int] = None
+        self.last_stream: Optional[tuple[int, int]] = None
 
 
 class _AllocationGuard:
@@ -160,13 +163,13 @@ class CupyDevice:
     def before_use(self, plan: Plan) -> None:
         ctx = plan.ctx
         stream = self.xp.cuda.get_current_stream()
-        if ctx.last_stream is not None and ctx.last_stream != stream.ptr:
+        if ctx.last_stream is not None and ctx.last_stream != stream_key(stream):
             stream.wait_event(ctx.event)
 
     def after_use(self, plan: Plan) -> None:
         stream = self.xp.cuda.get_current_stream()
         plan.ctx.event.record(stream)
-        plan.ctx.last_stream = stream.ptr
+        plan.ctx.last_stream = stream_key(stream)
 
     def _bind(self, plan: Plan, stream_ptr: int) -> None:
         """This thread's cuBLAS handle onto `stream_ptr` and the plan's workspace. Streams are

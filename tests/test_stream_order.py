@@ -1,0 +1,164 @@
+"""Ordering GPU work across streams and threads: the GPU paths' decisions, on the host.
+
+The stand-in below keeps CUDA's stream semantics that the decisions depend on: a stream is its
+``ptr``, except ``cudaStreamPerThread`` (ptr 2; CUDA's ``driver_types.h`` line 121), which is
+another stream in every host thread; an event is recorded on, and a wait is put on, the stream
+its ``ptr`` names *in the calling thread*. In CuPy's per-thread-default-stream mode every
+thread's current stream is the one ``Stream.ptds`` object (CuPy 14.2 ``cupy/cuda/stream.pyx``
+lines 74 and 648). The log says which real stream each record and wait reached.
+"""
+from __future__ import annotations
+
+import threading
+import types
+
+import numpy as np
+import pytest
+
+from lstm_gpu.cuda import streams
+from lstm_gpu.paths.loop_engine import Plan
+
+
+def _actual(ptr: int) -> tuple[int, int]:
+    """The stream a ptr names in the calling thread (CUDA's rule, not lstm_gpu's code)."""
+    return ptr, (threading.get_ident() if ptr == 2 else 0)
+
+
+class _Event:
+    def __init__(self, log, **kwargs):
+        self.log, self.recorded_on = log, None
+
+    def record(self, stream=None):
+        self.recorded_on = _actual(stream.ptr)
+        self.log.append(("record", self.recorded_on))
+
+    def synchronize(self):
+        self.log.append(("host waits for", self.recorded_on))
+
+
+class _Stream:
+    def __init__(self, cuda, ptr):
+        self.cuda, self.ptr = cuda, ptr
+
+    def record(self, event=None):
+        event = self.cuda.Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        self.cuda.log.append(("wait", _actual(self.ptr), event.recorded_on))
+
+    def __enter__(self):
+        self.cuda.stack().append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.cuda.stack().pop()
+
+
+class _Cuda:
+    """cupy.cuda as the paths use it: current stream per thread, events, device."""
+
+    def __init__(self, per_thread_default: bool):
+        self.log = []
+        self._local = threading.local()
+        self._next = 1000
+        self.default = _Stream(self, 2 if per_thread_default else 0)  # Stream.ptds / .null
+        self.runtime = types.SimpleNamespace(
+            deviceSynchronize=lambda: self.log.append(("device synchronize",)))
+
+    def stack(self) -> list:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = [self.default]
+        return self._local.stack
+
+    def get_current_stream(self):
+        return self.stack()[-1]
+
+    def Stream(self, **kwargs):
+        self._next += 16
+        return _Stream(self, self._next)
+
+    def Event(self, **kwargs):
+        return _Event(self.log, **kwargs)
+
+    def Device(self, device_id=0):
+        return types.SimpleNamespace(id=device_id, compute_capability="80")
+
+
+def _in_thread(fn):
+    out, errors = [], []
+
+    def run():
+        try:
+            out.append(fn())
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert not errors, errors
+    return out[0]
+
+
+def test_the_per_thread_stream_handle_is_cupys_and_cudas():
+    cupy = pytest.importorskip("cupy")
+    from cupy_backends.cuda.api import runtime
+
+    assert streams.PER_THREAD == runtime.streamPerThread == cupy.cuda.Stream.ptds.ptr
+    assert cupy.cuda.Stream.null.ptr == 0
+
+
+def test_stream_keys():
+    cuda = _Cuda(per_thread_default=True)
+    mine = streams.stream_key(cuda.default)
+    theirs = _in_thread(lambda: streams.stream_key(cuda.default))
+    assert mine != theirs and mine[0] == theirs[0] == 2
+    assert streams.of_another_thread(theirs) and not streams.of_another_thread(mine)
+    null, other = _Stream(cuda, 0), cuda.Stream()
+    assert streams.stream_key(null) == _in_thread(lambda: streams.stream_key(null))
+    assert not streams.of_another_thread(_in_thread(lambda: streams.stream_key(other)))
+
+
+# --- the kernel path's plans --------------------------------------------------------------------
+
+
+def _kernel_device(cuda):
+    from lstm_gpu.paths.cuda_kernels import CupyDevice
+
+    device = CupyDevice.__new__(CupyDevice)  # no GPU: only the stream logic is used
+    device.xp = types.SimpleNamespace(cuda=cuda, uint8=np.uint8,
+                                      empty=lambda n, dtype: np.empty(n, dtype))
+    device.device_id = 0
+    device._cublas = types.SimpleNamespace(recommended_workspace_bytes=lambda cc: 256)
+    return device
+
+
+def _use(device, plan):
+    device.before_use(plan)
+    device.after_use(plan)
+
+
+def test_a_plan_used_by_two_threads_on_per_thread_streams_is_ordered():
+    cuda = _Cuda(per_thread_default=True)
+    device = _kernel_device(cuda)
+    plan = Plan(("k",), False)
+    device.attach(plan)
+    _in_thread(lambda: _use(device, plan))
+    first_use = cuda.log[-1]
+    assert first_use[0] == "record" and first_use[1] != _actual(2)
+    cuda.log.clear()
+    device.before_use(plan)  # this thread's per-thread stream is another stream
+    assert cuda.log == [("wait", _actual(2), first_use[1])]
+
+
+def test_a_plan_used_again_on_its_stream_waits_for_nothing():
+    cuda = _Cuda(per_thread_default=True)
+    device = _kernel_device(cuda)
+    plan = Plan(("k",), False)
+    device.attach(plan)
+    _use(device, plan)
+    cuda.log.clear()
+    device.before_use(plan)
+    assert cuda.log == []
