@@ -162,3 +162,45 @@ def test_a_plan_used_again_on_its_stream_waits_for_nothing():
     cuda.log.clear()
     device.before_use(plan)
     assert cuda.log == []
+
+
+# --- the cuDNN path: backward on another thread -------------------------------------------------
+
+
+def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
+    """An event cannot be recorded on another thread's per-thread stream, nor can that stream
+    be made to wait: the backward synchronizes the device before (the forward is done) and
+    after (its buffers may go back to the forward thread's pool)."""
+    from fake_cudnn import FakeCupy, FakeStream, fake_core
+
+    core, cp, api = fake_core()
+    assert isinstance(cp, FakeCupy)
+    cuda = _Cuda(per_thread_default=True)
+
+    class PerThread(FakeStream):
+        def record(self, event=None):
+            event = cuda.Event() if event is None else event
+            event.record(self)
+            return event
+
+        def wait_event(self, event):
+            cuda.log.append(("wait", _actual(self.ptr), event.recorded_on))
+
+    cp._streams[:] = [PerThread(cp, 2)]
+    cp.cuda.runtime = cuda.runtime
+    cp.cuda.Event = cuda.Event
+    rng = np.random.default_rng(3)
+    T, B, F, U = 4, 3, 2, 5
+    x = cp.asarray(rng.normal(size=(T, B, F)))
+    h0, c0 = cp.zeros((B, U)), cp.zeros((B, U))
+    layout = core.weight_layout(x, U)
+    ws = cp.asarray(rng.normal(size=layout.elements))
+    lengths = np.full(B, T, np.int32)
+    *_, token = core.forward(ws, x, lengths, h0, c0, True)
+    _in_thread(lambda: core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)),
+                                     cp.zeros((B, U))))
+    assert cuda.log == [("device synchronize",), ("device synchronize",)]
+    cuda.log.clear()
+    *_, token = core.forward(ws, x, lengths, h0, c0, True)
+    core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)), cp.zeros((B, U)))
+    assert cuda.log == []  # the same thread's per-thread stream: one stream
