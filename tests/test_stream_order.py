@@ -9,6 +9,7 @@ lines 74 and 648). The log says which real stream each record and wait reached.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import types
 
@@ -161,6 +162,47 @@ def test_a_plan_used_again_on_its_stream_waits_for_nothing():
     _use(device, plan)
     cuda.log.clear()
     device.before_use(plan)
+    assert cuda.log == []
+
+
+@pytest.mark.parametrize("per_thread_default", [False, True])
+def test_plan_buffers_go_back_to_the_pool_after_their_last_use_on_another_stream(
+        per_thread_default):
+    """CuPy's pool returns a freed block to the arena of the stream that allocated it, where
+    the next allocation takes it without waiting (cupy/cuda/memory.pyx lines 1361-1368 and
+    1388-1397): a plan last used on another stream must not release its buffers before that
+    use is done."""
+    cuda = _Cuda(per_thread_default)
+    device = _kernel_device(cuda)
+    plan = Plan(("k",), False)
+    device.attach(plan)  # the buffers belong to this thread's current stream
+    other = cuda.Stream()
+
+    def use_elsewhere():
+        with other:
+            _use(device, plan)
+        return _actual(other.ptr)
+
+    elsewhere = use_elsewhere() if not per_thread_default else _in_thread(
+        lambda: (_use(device, plan), _actual(2))[1])
+    cuda.log.clear()
+    del plan
+    gc.collect()
+    assert cuda.log == [("host waits for", elsewhere)]
+
+
+def test_a_plan_last_used_on_its_own_stream_is_released_without_waiting():
+    cuda = _Cuda(per_thread_default=False)
+    device = _kernel_device(cuda)
+    plan = Plan(("k",), False)
+    device.attach(plan)
+    other = cuda.Stream()
+    with other:
+        _use(device, plan)
+    _use(device, plan)  # back on the home stream, after waiting for `other`
+    cuda.log.clear()
+    del plan
+    gc.collect()
     assert cuda.log == []
 
 
