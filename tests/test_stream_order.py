@@ -65,8 +65,6 @@ class _Cuda:
         self._local = threading.local()
         self._next = 1000
         self.default = _Stream(self, 2 if per_thread_default else 0)  # Stream.ptds / .null
-        self.runtime = types.SimpleNamespace(
-            deviceSynchronize=lambda: self.log.append(("device synchronize",)))
 
     def stack(self) -> list:
         if not hasattr(self._local, "stack"):
@@ -210,9 +208,10 @@ def test_a_plan_last_used_on_its_own_stream_is_released_without_waiting():
 
 
 def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
-    """An event cannot be recorded on another thread's per-thread stream, nor can that stream
-    be made to wait: the backward synchronizes the device before (the forward is done) and
-    after (its buffers may go back to the forward thread's pool)."""
+    """No event can be recorded on another thread's per-thread stream, nor can that stream be
+    made to wait: the forward records its end on its own stream, the backward waits for that
+    event, and the host waits for the backward before the forward's buffers (in the forward
+    thread's pool arena) can be freed."""
     from fake_cudnn import FakeCupy, FakeStream, fake_core
 
     core, cp, api = fake_core()
@@ -229,7 +228,6 @@ def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
             cuda.log.append(("wait", _actual(self.ptr), event.recorded_on))
 
     cp._streams[:] = [PerThread(cp, 2)]
-    cp.cuda.runtime = cuda.runtime
     cp.cuda.Event = cuda.Event
     rng = np.random.default_rng(3)
     T, B, F, U = 4, 3, 2, 5
@@ -239,10 +237,12 @@ def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
     ws = cp.asarray(rng.normal(size=layout.elements))
     lengths = np.full(B, T, np.int32)
     *_, token = core.forward(ws, x, lengths, h0, c0, True)
-    _in_thread(lambda: core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)),
-                                     cp.zeros((B, U))))
-    assert cuda.log == [("device synchronize",), ("device synchronize",)]
+    assert cuda.log == [("record", _actual(2))]
+    there = _in_thread(lambda: (core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)),
+                                              cp.zeros((B, U))), _actual(2))[1])
+    assert cuda.log[1:] == [("wait", there, _actual(2)), ("record", there),
+                            ("host waits for", there)]
     cuda.log.clear()
     *_, token = core.forward(ws, x, lengths, h0, c0, True)
     core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)), cp.zeros((B, U)))
-    assert cuda.log == []  # the same thread's per-thread stream: one stream
+    assert cuda.log == [("record", _actual(2))]  # the same thread's stream: no wait
