@@ -167,8 +167,8 @@ def test_a_plan_used_again_on_its_stream_waits_for_nothing():
 def test_plan_buffers_go_back_to_the_pool_after_their_last_use_on_another_stream(
         per_thread_default):
     """CuPy's pool returns a freed block to the arena of the stream that allocated it, where
-    the next allocation takes it without waiting (cupy/cuda/memory.pyx lines 1361-1368 and
-    1388-1397): a plan last used on another stream must not release its buffers before that
+    the next allocation takes it without waiting (cupy/cuda/memory.pyx lines 1368-1370 and
+    1388-1394): a plan last used on another stream must not release its buffers before that
     use is done."""
     cuda = _Cuda(per_thread_default)
     device = _kernel_device(cuda)
@@ -212,10 +212,9 @@ def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
     made to wait: the forward records its end on its own stream, the backward waits for that
     event, and the host waits for the backward before the forward's buffers (in the forward
     thread's pool arena) can be freed."""
-    from fake_cudnn import FakeCupy, FakeStream, fake_core
+    from fake_cudnn import FakeStream, fake_core
 
-    core, cp, api = fake_core()
-    assert isinstance(cp, FakeCupy)
+    core, cp, _ = fake_core()
     cuda = _Cuda(per_thread_default=True)
 
     class PerThread(FakeStream):
