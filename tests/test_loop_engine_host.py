@@ -323,3 +323,27 @@ def test_backward_with_and_without_a_sequence_gradient_share_a_plan():
         del res
     s = engine.snapshot()
     assert (s["plans"], s["captures"], s["replays"]) == (1, 3, 5)
+
+
+def test_a_record_copied_back_into_another_slot_is_ordered_after_its_copy_out():
+    """A record copied out of its plan (during a use of that plan, on that use's stream) and
+    later copied into another slot, maybe on another stream, must be read only after the copy
+    out: backward asks the device to order after the record's own plan too."""
+    waited = []
+
+    class Device(HostDevice):
+        def before_use(self, plan):
+            waited.append(plan)
+
+    engine, device = LoopEngine(mode=lambda: "graph"), Device(np.float64)
+    cs = cases(3, mask_kind="left")
+    results = [fwd(engine, device, c) for c in cs]  # the third copies the first out
+    first = results[0].saved
+    home = first.plan
+    assert home.resident() is results[2].saved
+    waited.clear()
+    grads = grads_for(0)
+    g = fused_loop.backward(device, first, *grads)
+    assert first.plan is not home  # restored into the other slot
+    assert waited.count(home) == 1 and waited.count(first.plan) == 1
+    assert_close(outputs(results[0], g), ref(cs[0], grads))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -35,6 +36,7 @@ import numpy as np
 from .._xp import cupy_module, is_cupy_array
 from ..cuda import kernels as _kernels
 from ..cuda.gemm_plan import address, operand, plan_gemm
+from ..cuda.streams import stream_key
 from ..errors import CublasNotAvailable, PathUnavailable
 from . import fused_loop
 from .base import CellSpec, DropoutMasks, ForwardResult, Gradients, Weights
@@ -75,14 +77,26 @@ def pack_args(params, values: dict) -> tuple:
 
 class _PlanContext:
     """The CUDA state of one plan: its cuBLAS workspace, the handle of the thread running
-    it, and an event that orders a use on another stream after the previous one."""
+    it, and an event that orders a use on another stream after the previous one.
+    `last_stream` is that use's `streams.stream_key` (a ptr alone would make every thread's
+    per-thread default stream look like one stream); `home` is the key of the stream the
+    plan's memory was allocated on."""
 
-    __slots__ = ("workspace", "handle", "event", "last_stream")
+    __slots__ = ("workspace", "handle", "event", "last_stream", "home")
 
-    def __init__(self, workspace, event):
-        self.workspace, self.event = workspace, event
+    def __init__(self, workspace, event, home: tuple[int, int]):
+        self.workspace, self.event, self.home = workspace, event, home
         self.handle = 0
-        self.last_stream: Optional[int] = None
+        self.last_stream: Optional[tuple[int, int]] = None
+
+
+def _release(ctx: _PlanContext) -> None:
+    """Runs as a plan is freed, before its buffers (and then `ctx.workspace`) go back to CuPy's
+    pool: to the arena of the stream they were allocated on, where the next allocation takes
+    them without waiting (CuPy 14.2 ``cupy/cuda/memory.pyx`` lines 1368-1370 and 1388-1394).
+    A last use on another stream may still be running then: wait for it."""
+    if ctx.last_stream is not None and ctx.last_stream != ctx.home:
+        ctx.event.synchronize()
 
 
 class _AllocationGuard:
@@ -155,18 +169,20 @@ class CupyDevice:
         cp = self.xp
         cc = int(cp.cuda.Device(self.device_id).compute_capability)
         workspace = cp.empty(self._cublas.recommended_workspace_bytes(cc), cp.uint8)
-        plan.ctx = _PlanContext(workspace, cp.cuda.Event(disable_timing=True))
+        plan.ctx = _PlanContext(workspace, cp.cuda.Event(disable_timing=True),
+                                stream_key(cp.cuda.get_current_stream()))
+        weakref.finalize(plan, _release, plan.ctx).atexit = False
 
     def before_use(self, plan: Plan) -> None:
         ctx = plan.ctx
         stream = self.xp.cuda.get_current_stream()
-        if ctx.last_stream is not None and ctx.last_stream != stream.ptr:
+        if ctx.last_stream is not None and ctx.last_stream != stream_key(stream):
             stream.wait_event(ctx.event)
 
     def after_use(self, plan: Plan) -> None:
         stream = self.xp.cuda.get_current_stream()
         plan.ctx.event.record(stream)
-        plan.ctx.last_stream = stream.ptr
+        plan.ctx.last_stream = stream_key(stream)
 
     def _bind(self, plan: Plan, stream_ptr: int) -> None:
         """This thread's cuBLAS handle onto `stream_ptr` and the plan's workspace. Streams are

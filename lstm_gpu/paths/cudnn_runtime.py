@@ -32,7 +32,10 @@ What is kept across calls, and why it is safe:
   the reserve space stays the forward's.
 
 Streams: work goes to CuPy's current stream, set on the handle at every call. A backward on
-another stream than its forward is ordered with events both ways (`ordered_after`).
+another stream than its forward is ordered with events both ways (`ordered_after`). Another
+thread's per-thread default stream cannot be named from here, so a forward on a per-thread
+stream records its end in the token, and a backward on another thread waits for that event
+and, since the forward's stream cannot wait for it, finishes before it returns.
 
 Operands: every pointer given to cuDNN is C-contiguous, of the data dtype and 16-byte aligned
 (`device_operand` copies otherwise). cuDNN 9's RNN reference states no alignment rule; its 7.6
@@ -53,6 +56,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..cuda.streams import PER_THREAD, of_another_thread, stream_key
 from .cudnn_weights import Block, WeightLayout, weight_layout
 
 ENV_ALLOW_TF32 = "LSTM_GPU_ALLOW_TF32"
@@ -134,16 +138,30 @@ class StreamKeyedCache:
 
 
 @contextmanager
-def ordered_after(forward_stream, current_stream, make_event: Callable[[], Any]):
+def ordered_after(forward_stream, current_stream, make_event: Callable[[], Any],
+                  forward_key: Optional[tuple] = None, forward_done: Any = None):
     """Run the body (a backward) on `current_stream` after the work of `forward_stream`.
 
     Same stream: nothing to do. Otherwise the current stream waits for an event recorded on
     the forward stream, and when the body is done the forward stream waits for one recorded
     on the current stream, so that the forward's buffers, which go back to the forward
     stream's pool arena, are not reused while the backward still reads them.
+
+    forward_key: the forward stream's `streams.stream_key`, taken in the forward's thread
+    (default: taken here). Another thread's per-thread default stream can neither get an
+    event nor wait from this thread: then the body waits for `forward_done` (an event the
+    forward recorded on its stream), and the host waits for the body's end.
     """
-    if forward_stream.ptr == current_stream.ptr:
+    forward_key = stream_key(forward_stream) if forward_key is None else forward_key
+    if forward_key == stream_key(current_stream):
         yield
+        return
+    if of_another_thread(forward_key):
+        current_stream.wait_event(forward_done)
+        try:
+            yield
+        finally:
+            current_stream.record(make_event()).synchronize()
         return
     current_stream.wait_event(forward_stream.record(make_event()))
     try:
@@ -286,6 +304,8 @@ class _Token:
     reserve: Any
     reserve_bytes: int
     used: bool = False
+    stream_id: tuple = ()  # streams.stream_key of `stream`, in the forward's thread
+    done: Any = None  # an event at the forward's end, on a per-thread default stream only
 
 
 class CudnnCore:
@@ -334,10 +354,13 @@ class CudnnCore:
                             data.c_desc, _ptr(cx), _ptr(cy), plan.ws_bytes, _ptr(ws),
                             work_bytes, _ptr(work), reserve_bytes if training else 0,
                             _ptr(reserve))
+            stream_id, done = stream_key(stream), None
+            if training and stream_id[0] == PER_THREAD:  # no other thread can record on it
+                done = stream.record(cp.cuda.Event(disable_timing=True))
         token = None
         if training:
             token = _Token(device_id, stream, key, plan.layout, lengths, dev_lengths, ws, x_c,
-                           hx, cx, y, reserve, reserve_bytes)
+                           hx, cx, y, reserve, reserve_bytes, stream_id=stream_id, done=done)
         return y, hy, cy, token
 
     def backward(self, token: _Token, dy, dhy, dcy):
@@ -359,7 +382,8 @@ class CudnnCore:
             data = ctx.data_plan(plan, token.x.shape[0], token.x.shape[1], token.lengths)
             stream = ctx.bind()
             with ordered_after(token.stream, stream,
-                               lambda: cp.cuda.Event(disable_timing=True)):
+                               lambda: cp.cuda.Event(disable_timing=True), token.stream_id,
+                               token.done):
                 dy_c, dhy_c, dcy_c = (device_operand(cp, a, dt) for a in (dy, dhy, dcy))
                 dx = cp.empty_like(token.x)
                 dhx, dcx = cp.empty_like(token.hx), cp.empty_like(token.cx)

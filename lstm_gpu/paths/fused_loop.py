@@ -292,6 +292,9 @@ def _make_resident(device: Device, saved: Saved, plan: Plan, d: _Dims) -> None:
     if plan.resident() is saved:
         return
     xp = device.xp
+    if saved.plan is not plan:
+        # The record was copied out during a use of saved.plan, maybe on another stream.
+        device.before_use(saved.plan)
     saved.engine.claim(plan, saved, _evict)
     b = plan.buf
     b["z"][...] = saved.z
