@@ -19,7 +19,6 @@ from . import regularizers as _regularizers
 from . import _validation as _v
 from ._xp import array_module, is_cupy_array, to_numpy
 from .dropout import MaskGenerator, draw_masks
-from .paths import numpy_ref
 from .paths.base import CellSpec, Weights
 
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -45,8 +44,10 @@ class LSTM:
     Beyond Keras 3: ``implementation`` (1 or 2) and ``time_major`` from tf.keras 2,
     ``zero_output_for_mask`` as an explicit argument, and ``dtype`` float16 (stored in
     float16, computed in float32). ``layer.last_path`` names the path the last call ran:
-    "numpy", "cudnn", "cuda-kernels", or "cupy-reference" (the reference algorithm in CuPy,
-    used on the GPU for Python-callable activations).
+    "cpu-native" (the compiled CPU core, NumPy input's default), "numpy" (the NumPy
+    reference: Python-callable activations, LSTM_GPU_CPU_PATH=numpy, or no compiled core),
+    "cudnn", "cuda-kernels", or "cupy-reference" (the reference algorithm in CuPy, used on
+    the GPU for Python-callable activations).
     """
 
     _legacy_activations = False  # tf.compat.v1 layers: "hard_sigmoid" is Keras 2's
@@ -359,7 +360,10 @@ class LSTM:
     def _select_path(self, x, user_mask, training: bool):
         """(path module, name) for this call."""
         if not is_cupy_array(x):
-            return numpy_ref, "numpy"
+            from .paths import cpu_native
+
+            return cpu_native.select(self.activation.is_builtin
+                                     and self.recurrent_activation.is_builtin)
         from . import gpu_routing
 
         return gpu_routing.select(self, x, user_mask, training)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -120,6 +121,34 @@ def num_threads() -> int:
     return _state.get("threads") or _default_threads()
 
 
+CPU_PATH_ENV = "LSTM_GPU_CPU_PATH"
+CPU_PATH_CHOICES = ("auto", "native", "numpy")
+
+
+def select(builtin_activations: bool):
+    """(path module, name) for a NumPy call.
+
+    LSTM_GPU_CPU_PATH: "auto" (default) runs this path when it is available, else the NumPy
+    reference; "native" insists (RuntimeError with the reason when unavailable); "numpy"
+    runs the reference. Python-callable activations always run the reference.
+    """
+    from . import numpy_ref
+
+    choice = os.environ.get(CPU_PATH_ENV) or "auto"
+    if choice not in CPU_PATH_CHOICES:
+        raise ValueError(f"{CPU_PATH_ENV} must be one of {', '.join(CPU_PATH_CHOICES)}. "
+                         f"Received: {choice!r}")
+    if choice == "numpy" or not builtin_activations:
+        return numpy_ref, numpy_ref.NAME
+    why = unavailable_reason()
+    if why is None:
+        return sys.modules[__name__], NAME
+    if choice == "native":
+        raise RuntimeError(f"{CPU_PATH_ENV}=native, but the native CPU path is unavailable: "
+                           f"{why}")
+    return numpy_ref, numpy_ref.NAME
+
+
 def _core():
     _load()
     if _state["reason"] is not None:
@@ -155,7 +184,11 @@ def _kernel_ids(spec: CellSpec) -> tuple[int, int]:
 
 
 def _c(a, dtype):
-    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+    """a as a C-contiguous array of dtype (a itself when it is one already: the common case,
+    checked first because np.ascontiguousarray costs microseconds per call at batch 1)."""
+    if a is None or (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous):
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
