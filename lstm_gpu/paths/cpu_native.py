@@ -123,18 +123,32 @@ def num_threads() -> int:
 
 CPU_PATH_ENV = "LSTM_GPU_CPU_PATH"
 CPU_PATH_CHOICES = ("auto", "native", "numpy")
+_override: Optional[str] = None  # set_cpu_path(): wins over the environment variable
+
+
+def set_cpu_path(choice: Optional[str]) -> Optional[str]:
+    """Choose the CPU path in this process ("auto", "native", "numpy"; None: back to
+    LSTM_GPU_CPU_PATH). Returns the previous choice. Cheap, so a benchmark may call it
+    around every call."""
+    global _override
+    if choice is not None and choice not in CPU_PATH_CHOICES:
+        raise ValueError(f"Argument `choice` must be one of {', '.join(CPU_PATH_CHOICES)} or "
+                         f"None. Received: choice={choice!r}")
+    previous, _override = _override, choice
+    return previous
 
 
 def select(builtin_activations: bool):
     """(path module, name) for a NumPy call.
 
-    LSTM_GPU_CPU_PATH: "auto" (default) runs this path when it is available, else the NumPy
-    reference; "native" insists (RuntimeError with the reason when unavailable); "numpy"
-    runs the reference. Python-callable activations always run the reference.
+    The choice (set_cpu_path(), else LSTM_GPU_CPU_PATH): "auto" (default) runs this path
+    when it is available, else the NumPy reference; "native" insists (RuntimeError with the
+    reason when unavailable); "numpy" runs the reference. Python-callable activations always
+    run the reference.
     """
     from . import numpy_ref
 
-    choice = os.environ.get(CPU_PATH_ENV) or "auto"
+    choice = _override or os.environ.get(CPU_PATH_ENV) or "auto"
     if choice not in CPU_PATH_CHOICES:
         raise ValueError(f"{CPU_PATH_ENV} must be one of {', '.join(CPU_PATH_CHOICES)}. "
                          f"Received: {choice!r}")
