@@ -64,7 +64,7 @@ inline float tanh_f32(float x) {
     const float small = p * z * x + x;
     const float big = 1.0f - 2.0f / (exp_f32(ax + ax) + 1.0f);
     const float y = ax < 0.625f ? small : (x < 0.0f ? -big : big);
-    return x != x ? x : y;
+    return (x != x || x == 0.0f) ? x : y;  // NaN, and the sign of zero
 }
 
 }  // namespace lstm_vmath
