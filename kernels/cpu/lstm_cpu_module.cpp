@@ -11,10 +11,13 @@
 // Python API (all arrays C-contiguous; float32 or float64 throughout one call):
 //   set_blas(sgemm_address, dgemm_address)
 //   forward(x, W, R, bias|None, h0, c0, mask|None, mx|None, mr|None, act, ract, zero_output,
-//           threads, seq, h, c, Z, HS|None, CS|None)
+//           threads, seq, h, c, Z|None, HS|None, CS|None)
 //   backward(x, W, R, h0, c0, mask|None, mx|None, mr|None, act, ract, zero_output, threads,
 //            Z, HS, CS, d_last|None, d_seq|None, d_h|None, d_c|None,
-//            dZ, dx, dh0, dc0, dW, dR, dbias|None)
+//            dZ|None, dx, dh0, dc0, dW, dR, dbias|None)
+// Z (forward) and dZ (backward) may be None: the core then uses a scratch buffer of the
+// calling thread, kept for its next call (fresh pages from the allocator on every call cost
+// several percent at large shapes: the kernel zeroes them).
 //   act_fn(act, x, y), act_grad(act, x, y, dy)     (the activations, for the tests)
 //   isa() -> "avx512" | "avx2" | "baseline"
 #define PY_SSIZE_T_CLEAN
@@ -128,6 +131,18 @@ Blas g_blas;
 ThreadPool* g_pool = new ThreadPool();  // never freed: see thread_pool.hpp
 
 void parallel(int n, const std::function<void(int)>& fn) { g_pool->run(n, fn); }
+
+// `given`, or the calling thread's scratch buffer of n elements.
+template <typename T> T* or_scratch(T* given, idx_t n) {
+    if (given != nullptr) return given;
+    static thread_local std::vector<T> scratch;
+    if (scratch.size() < (size_t)n) {
+        scratch.clear();
+        scratch.shrink_to_fit();
+        scratch.resize((size_t)n);
+    }
+    return scratch.data();
+}
 
 // ------------------------------------------------------------------------------- buffers
 // A buffer-protocol view, released on scope exit.
@@ -342,7 +357,7 @@ template <typename T> void run_forward(const Common& c, const View& bias, const 
     out.seq = (T*)seq.data();
     out.h = (T*)h.data();
     out.c = (T*)cc.data();
-    out.Z = (T*)Z.data();
+    out.Z = or_scratch<T>((T*)Z.data(), c.T_ * c.B * 4 * c.U);
     out.HS = (T*)HS.data();
     out.CS = (T*)CS.data();
     forward<T>(g_blas, row_kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, out);
@@ -357,7 +372,7 @@ PyObject* py_forward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     View bias, seq, h, cc, Z, HS, CS;
     if (!c.parse(common_args) || !bias.get(args[3], "bias", false, true) ||
         !seq.get(args[13], "seq", true, false) || !h.get(args[14], "h", true, false) ||
-        !cc.get(args[15], "c", true, false) || !Z.get(args[16], "Z", true, false) ||
+        !cc.get(args[15], "c", true, false) || !Z.get(args[16], "Z", true, true) ||
         !HS.get(args[17], "HS", true, true) || !CS.get(args[18], "CS", true, true))
         return nullptr;
     const Py_ssize_t w = c.itemsize;
@@ -392,7 +407,7 @@ template <typename T> void run_backward(const Common& c, View* v) {
     io.d_seq = (const T*)v[4].data();
     io.d_h = (const T*)v[5].data();
     io.d_c = (const T*)v[6].data();
-    io.dZ = (T*)v[7].data();
+    io.dZ = or_scratch<T>((T*)v[7].data(), c.T_ * c.B * 4 * c.U);
     io.dx = (T*)v[8].data();
     io.dh0 = (T*)v[9].data();
     io.dc0 = (T*)v[10].data();
@@ -411,7 +426,7 @@ PyObject* py_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const bool writable[] = {false, false, false, false, false, false, false,
                              true, true, true, true, true, true, true};
     const bool optional[] = {false, false, false, true, true, true, true,
-                             false, false, false, false, false, false, true};
+                             true, false, false, false, false, false, true};
     View v[14];
     for (int i = 0; i < 14; ++i)
         if (!v[i].get(args[12 + i], names[i], writable[i], optional[i])) return nullptr;

@@ -221,9 +221,9 @@ def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
     mr = _c(dropout.recurrent, dt) if dropout is not None else None
     seq = np.empty((steps, batch, units), dt)
     h, c = np.empty((batch, units), dt), np.empty((batch, units), dt)
-    z = np.empty((steps, batch, 4 * units), dt)
-    hs = cs = None
+    z = hs = cs = None  # inference: the core's scratch buffer holds z
     if training:
+        z = np.empty((steps, batch, 4 * units), dt)
         hs, cs = np.empty_like(seq), np.empty_like(seq)
     core.forward(x, kernel, recurrent, bias, h0, c0, mask, mx, mr, act, ract,
                  int(spec.zero_output_for_mask), num_threads(), seq, h, c, z, hs, cs)
@@ -253,10 +253,9 @@ def backward(saved: Saved, d_last, d_sequence, d_h, d_c) -> Gradients:
     d_kernel = np.empty((features, 4 * units), dt)
     d_recurrent = np.empty((units, 4 * units), dt)
     d_bias = np.empty((4 * units,), dt) if saved.use_bias else None
-    dz = np.empty_like(saved.z)
     core.backward(x, saved.kernel, saved.recurrent_kernel, saved.h0, saved.c0, saved.mask,
                   saved.mx, saved.mr, act, ract, int(saved.spec.zero_output_for_mask),
                   num_threads(), saved.z, saved.hs, saved.cs, _c(d_last, dt),
-                  _c(d_sequence, dt), _c(d_h, dt), _c(d_c, dt), dz, dx, dh0, dc0, d_kernel,
+                  _c(d_sequence, dt), _c(d_h, dt), _c(d_c, dt), None, dx, dh0, dc0, d_kernel,
                   d_recurrent, d_bias)
     return Gradients(dx, dh0, dc0, d_kernel, d_recurrent, d_bias)
