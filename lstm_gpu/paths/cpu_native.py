@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import PathUnavailable
+from . import numpy_ref
 from .base import CellSpec, DropoutMasks, ForwardResult, Gradients, Weights
 
 NAME = "cpu-native"
@@ -146,8 +147,6 @@ def select(builtin_activations: bool):
     reason when unavailable); "numpy" runs the reference. Python-callable activations always
     run the reference.
     """
-    from . import numpy_ref
-
     choice = _override or os.environ.get(CPU_PATH_ENV) or "auto"
     if choice not in CPU_PATH_CHOICES:
         raise ValueError(f"{CPU_PATH_ENV} must be one of {', '.join(CPU_PATH_CHOICES)}. "
