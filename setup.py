@@ -46,6 +46,19 @@ class OptionalBuildExt(build_ext):
         if os.path.exists(reason_path):
             os.remove(reason_path)
 
+    def copy_extensions_to_source(self):
+        """--inplace: the recorded reason goes to the source package too (or is removed)."""
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            built = os.path.join(os.path.dirname(regular_file), REASON_FILE)
+            source = os.path.join(os.path.dirname(inplace_file), REASON_FILE)
+            if os.path.exists(built):
+                self.copy_file(built, source)
+            elif os.path.exists(source):
+                os.remove(source)
+
     def _reason_path(self) -> str:
         package_dir = os.path.dirname(self.get_ext_fullpath(CORE))
         return os.path.join(package_dir, REASON_FILE)
@@ -59,6 +72,9 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension(CORE, SOURCES, depends=DEPENDS, language="c++",
-                           include_dirs=["kernels", "kernels/cpu"])],
+                           include_dirs=["kernels", "kernels/cpu"],
+                           # optional: setuptools then skips copying a missing build output
+                           # back into the source tree (--inplace, editable installs)
+                           optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )
