@@ -206,8 +206,8 @@ def _c(a, dtype):
 
 def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
             dropout: Optional[DropoutMasks], training: bool) -> ForwardResult:
-    core = _core()
     act, ract = _kernel_ids(spec)
+    core = _core()
     dt = x.dtype
     steps, batch, _ = x.shape
     units = spec.units
@@ -241,8 +241,8 @@ def forward(weights: Weights, x, mask, h0, c0, spec: CellSpec,
 def backward(saved: Saved, d_last, d_sequence, d_h, d_c) -> Gradients:
     if saved is None:
         raise ValueError("backward needs the `saved` of a forward call with training=True")
-    core = _core()
     act, ract = _kernel_ids(saved.spec)
+    core = _core()
     x = saved.x
     dt = x.dtype
     steps, batch, features = x.shape
