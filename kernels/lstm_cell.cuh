@@ -25,9 +25,19 @@
 
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 #define LSTM_HD __host__ __device__ __forceinline__
+#define LSTM_EXPF expf
+#define LSTM_TANHF tanhf
 #else
 #include <math.h>
 #define LSTM_HD inline
+// A host build may name branch-free float exp/tanh that its compiler can vectorise (the CPU
+// core does: kernels/cpu/vmath.h); by default the host uses <math.h>, like the tests' library.
+#ifndef LSTM_EXPF
+#define LSTM_EXPF expf
+#endif
+#ifndef LSTM_TANHF
+#define LSTM_TANHF tanhf
+#endif
 #endif
 
 namespace lstm {
@@ -72,10 +82,10 @@ enum Act {
 template <typename T> struct M;
 
 template <> struct M<float> {
-    static LSTM_HD float exp(float x) { return expf(x); }
+    static LSTM_HD float exp(float x) { return LSTM_EXPF(x); }
     static LSTM_HD float expm1(float x) { return expm1f(x); }
     static LSTM_HD float log1p(float x) { return log1pf(x); }
-    static LSTM_HD float tanh(float x) { return tanhf(x); }
+    static LSTM_HD float tanh(float x) { return LSTM_TANHF(x); }
     static LSTM_HD float sqrt(float x) { return sqrtf(x); }
     static LSTM_HD float erf(float x) { return erff(x); }
     static LSTM_HD float abs(float x) { return fabsf(x); }
@@ -273,6 +283,64 @@ template <typename T> LSTM_HD T masked_output(int zero_output, const T* out_prev
 }
 
 // ---------------------------------------------------------------------------------------
+// One element's whole step from loaded operands to the values it stores: the layout-free
+// core of fwd_step_element / bwd_step_element below, shared with the CPU time loop
+// (kernels/cpu/lstm_cpu_loops.hpp), which keeps its operands in its own layout.
+// ---------------------------------------------------------------------------------------
+template <typename T> struct CellState {
+    T h, c, out;
+};
+
+// The cell update where the step is valid, the mask rule where it is not; out_masked is
+// what a masked step outputs (masked_output).
+template <typename T>
+LSTM_HD CellState<T> cell_step(int act, int ract, T zi, T zf, T zc, T zo, T h_prev, T c_prev,
+                               bool valid, T out_masked) {
+    const Gates<T> q = gates_forward<T>(act, ract, zi, zf, zc, zo);
+    const T c_new = cell_c(q, c_prev);
+    const T h_new = q.o * act_fn<T>(act, c_new);
+    CellState<T> r;
+    r.h = valid ? h_new : h_prev;
+    r.c = valid ? c_new : c_prev;
+    r.out = valid ? h_new : out_masked;
+    return r;
+}
+
+template <typename T> struct CellGrad {
+    T dzi, dzf, dzc, dzo;  // gradient w.r.t. the pre-activations
+    T dh, dc, g_out;       // carried to the previous step (see the backward step below)
+};
+
+// The gradient reaching an h state: dh carried from later steps plus the recurrent GEMM's
+// dz @ U^T, which is per gate (4, n) and scaled by the recurrent dropout masks when rec_mask
+// is given, else one (n) array.
+template <typename T>
+LSTM_HD T h_state_grad(T dh, const T* dh_rec, const T* rec_mask, idx_t n, idx_t idx) {
+    if (rec_mask == nullptr) return dh + dh_rec[idx];
+    for (int k = 0; k < 4; ++k) dh += dh_rec[k * n + idx] * rec_mask[k * n + idx];
+    return dh;
+}
+
+// go: gradient reaching this step's output; dhs: reaching its h state; dc: its c state.
+template <typename T>
+LSTM_HD CellGrad<T> cell_step_backward(int act, int ract, T zi, T zf, T zc, T zo, T c_prev,
+                                       T c, bool valid, T go, T dhs, T dc, int zero_output) {
+    CellGrad<T> r;
+    if (valid) {
+        r.dc = cell_backward<T>(act, ract, zi, zf, zc, zo, c_prev, c, dhs + go, dc, &r.dzi,
+                                &r.dzf, &r.dzc, &r.dzo);
+        r.dh = T(0);
+        r.g_out = T(0);
+    } else {
+        r.dzi = r.dzf = r.dzc = r.dzo = T(0);
+        r.dh = dhs;
+        r.dc = dc;
+        r.g_out = zero_output ? T(0) : go;
+    }
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------
 // One forward time step, element idx in [0, B*U).
 // ---------------------------------------------------------------------------------------
 template <typename T> struct FwdStep {
@@ -307,18 +375,16 @@ template <typename T, int A, int RA> LSTM_HD void fwd_step_element(const FwdStep
         z[k] = v;
         if (p.z_save != nullptr) p.z_save[b * 4 * U + k * U + u] = v;
     }
-    Gates<T> q = gates_forward<T>(act, ract, z[0], z[1], z[2], z[3]);
-    const T c_prev = p.c_prev[idx];
-    const T c_new = cell_c(q, c_prev);
-    const T h_new = q.o * act_fn<T>(act, c_new);
     const bool valid = p.mask == nullptr || p.mask[b] != 0;
-    const T h = valid ? h_new : p.h_prev[idx];
-    p.c[idx] = valid ? c_new : c_prev;
-    p.h[idx] = h;
-    p.out[idx] = valid ? h_new : masked_output(p.zero_output, p.out_prev, idx);
+    const CellState<T> s = cell_step<T>(act, ract, z[0], z[1], z[2], z[3], p.h_prev[idx],
+                                        p.c_prev[idx], valid,
+                                        masked_output(p.zero_output, p.out_prev, idx));
+    p.c[idx] = s.c;
+    p.h[idx] = s.h;
+    p.out[idx] = s.out;
     if (p.h_rec != nullptr) {
         const idx_t n = p.B * U;
-        for (int k = 0; k < 4; ++k) p.h_rec[k * n + idx] = h * p.rec_mask[k * n + idx];
+        for (int k = 0; k < 4; ++k) p.h_rec[k * n + idx] = s.h * p.rec_mask[k * n + idx];
     }
 }
 
@@ -357,32 +423,21 @@ template <typename T, int A, int RA> LSTM_HD void bwd_step_element(const BwdStep
     const idx_t u = idx - b * U;
     T go = p.g_out[idx];
     if (p.d_out != nullptr) go += p.d_out[idx];
-    T dhs = p.dh[idx];
-    if (p.dh_rec != nullptr) {
-        if (p.rec_mask != nullptr) {
-            for (int k = 0; k < 4; ++k) dhs += p.dh_rec[k * n + idx] * p.rec_mask[k * n + idx];
-        } else {
-            dhs += p.dh_rec[idx];
-        }
-    }
+    const T dhs = p.dh_rec != nullptr ? h_state_grad(p.dh[idx], p.dh_rec, p.rec_mask, n, idx)
+                                      : p.dh[idx];
     T* dz = p.dz + b * p.dz_bs + u;
+    const T* z = p.z + b * 4 * U + u;
     const bool valid = p.mask == nullptr || p.mask[b] != 0;
-    if (valid) {
-        const T* z = p.z + b * 4 * U + u;
-        T dzi, dzf, dzc, dzo;
-        p.dc[idx] = cell_backward<T>(act, ract, z[0], z[U], z[2 * U], z[3 * U], p.c_prev[idx],
-                                     p.c[idx], dhs + go, p.dc[idx], &dzi, &dzf, &dzc, &dzo);
-        dz[0] = dzi;
-        dz[p.dz_gs] = dzf;
-        dz[2 * p.dz_gs] = dzc;
-        dz[3 * p.dz_gs] = dzo;
-        p.dh[idx] = T(0);
-        p.g_out[idx] = T(0);
-    } else {
-        for (int k = 0; k < 4; ++k) dz[k * p.dz_gs] = T(0);
-        p.dh[idx] = dhs;
-        p.g_out[idx] = p.zero_output ? T(0) : go;
-    }
+    const CellGrad<T> g = cell_step_backward<T>(act, ract, z[0], z[U], z[2 * U], z[3 * U],
+                                                p.c_prev[idx], p.c[idx], valid, go, dhs,
+                                                p.dc[idx], p.zero_output);
+    dz[0] = g.dzi;
+    dz[p.dz_gs] = g.dzf;
+    dz[2 * p.dz_gs] = g.dzc;
+    dz[3 * p.dz_gs] = g.dzo;
+    p.dh[idx] = g.dh;
+    p.dc[idx] = g.dc;
+    p.g_out[idx] = g.g_out;
 }
 
 // ---------------------------------------------------------------------------------------

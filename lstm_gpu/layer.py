@@ -23,7 +23,7 @@ from . import _validation as _v
 from ._xp import (array_module, device_of, from_portable, is_cupy_array, move_like,
                   same_place, to_numpy, to_portable)
 from .dropout import MaskGenerator, draw_masks
-from .paths import empty_batch, numpy_ref
+from .paths import empty_batch
 from .paths.base import CellSpec, Weights
 
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -62,9 +62,11 @@ class LSTM:
     Beyond Keras 3: ``implementation`` (1 or 2) and ``time_major`` from tf.keras 2,
     ``zero_output_for_mask`` as an explicit argument, and ``dtype`` float16 (stored in
     float16, computed in float32). ``layer.last_path`` names the path the last call ran:
-    "numpy", "cudnn", "cuda-kernels", or "cupy-reference" (the reference algorithm in CuPy,
-    used on the GPU for Python-callable activations), or "empty-batch" (batch size 0: empty
-    results, nothing computed).
+    "cpu-native" (the compiled CPU core, NumPy input's default), "numpy" (the NumPy
+    reference: Python-callable activations, LSTM_GPU_CPU_PATH=numpy, or no compiled core),
+    "cudnn", "cuda-kernels", "cupy-reference" (the reference algorithm in CuPy, used on the
+    GPU for Python-callable activations), or "empty-batch" (batch size 0: empty results,
+    nothing computed).
 
     A call that raises leaves the layer as it was (weights, states, training record, dropout
     stream). Calls from several threads are safe for inference without ``stateful`` (the
@@ -428,7 +430,10 @@ class LSTM:
     def _select_path(self, x, user_mask, training: bool):
         """(path module, name) for this call."""
         if not is_cupy_array(x):
-            return numpy_ref, "numpy"
+            from .paths import cpu_native
+
+            return cpu_native.select(self.activation.is_builtin
+                                     and self.recurrent_activation.is_builtin)
         from . import gpu_routing
 
         return gpu_routing.select(self, x, user_mask, training)

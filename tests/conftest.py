@@ -3,6 +3,11 @@
 - gpu: a CUDA device visible to CuPy.
 - cudnn: a CUDA device and cuDNN 9 that loads and creates a handle.
 - keras: Keras 3 importable (the torch backend is selected here if none is set).
+
+The `cpu_path` fixture runs a test once per CPU path ("numpy", the reference, and "native",
+the compiled core), by setting LSTM_GPU_CPU_PATH; a suite opts in with
+``pytestmark = pytest.mark.usefixtures("cpu_path")``. The native run skips, saying why,
+where the core is not built.
 """
 from __future__ import annotations
 
@@ -54,6 +59,19 @@ def _keras_reason():
 
 
 _CHECKS = {"cudnn": _cudnn_reason, "gpu": _gpu_reason, "keras": _keras_reason}
+
+
+@pytest.fixture(params=["numpy", "native"])
+def cpu_path(request, monkeypatch):
+    """The CPU path NumPy calls run in this test: "numpy" or "native" (LSTM_GPU_CPU_PATH)."""
+    if request.param == "native":
+        from lstm_gpu.paths import cpu_native
+
+        why = cpu_native.unavailable_reason()
+        if why is not None:
+            pytest.skip(f"[native] {why}")
+    monkeypatch.setenv("LSTM_GPU_CPU_PATH", request.param)
+    return request.param
 
 
 def pytest_runtest_setup(item):

@@ -158,6 +158,17 @@ def keras_grads(layer, x, upstream: Sequence, mask=None, initial_state=None):
 # --------------------------------------------------------------------------------------
 # Our layer
 # --------------------------------------------------------------------------------------
+def expected_cpu_path() -> str:
+    """`layer.last_path` of a NumPy call with built-in activations under the current
+    LSTM_GPU_CPU_PATH (see the `cpu_path` fixture in conftest.py)."""
+    from lstm_gpu.paths import cpu_native
+
+    choice = os.environ.get(cpu_native.CPU_PATH_ENV) or "auto"
+    if choice == "numpy" or (choice == "auto" and not cpu_native.is_available()):
+        return "numpy"
+    return cpu_native.NAME
+
+
 def make_ours(units: int, dtype: str = "float64", **kwargs):
     from lstm_gpu import LSTM
 

@@ -42,8 +42,9 @@ def test_data_holds_both_directions_weights():
     assert data.d_out.shape == (3, 10)
 
 
-def test_numpy_runner_is_the_two_directions_concatenated():
-    """The runner's weight split and merge, checked against two plain LSTMs."""
+def test_numpy_runner_is_the_two_directions_concatenated(monkeypatch):
+    """The runner's weight split and merge, checked against two plain LSTMs on its path."""
+    monkeypatch.setenv("LSTM_GPU_CPU_PATH", "numpy")
     case = Case(3, 4, 2, 5, dtype="float64", mode="training", mask="right",
                 bidirectional=True)
     data = make_data(case)

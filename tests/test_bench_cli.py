@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -110,6 +111,30 @@ def test_torch_peer_matches_numpy(tmp_path):
         else:
             assert r["check"]["max_abs_diff"] < 1e-4
     assert "torch" in doc["environment"]["versions"]
+
+
+@needs_layer
+def test_cpu_native_is_timed_beside_numpy_and_torch_is_the_cpu_baseline(tmp_path):
+    from lstm_gpu.paths import cpu_native
+
+    before = os.environ.get("LSTM_GPU_CPU_PATH")
+    rc, doc, md = _run_main(tmp_path, "--paths", "cpu-native,numpy,torch", "--mask",
+                            "none,left", "--recurrent-dropout", "0,0.25")
+    assert rc == cli.EXIT_OK
+    assert os.environ.get("LSTM_GPU_CPU_PATH") == before  # the bench leaves the choice alone
+    assert cpu_native.set_cpu_path(None) is None
+    rows = [r for r in doc["results"] if r["path"] == "cpu-native"]
+    if not cpu_native.is_available():
+        assert {r["status"] for r in rows} == {"skipped"}
+        return
+    assert {r["status"] for r in rows} == {"ok"}, [r["reason"] for r in rows]
+    assert "cpu-native (" in md
+    torch_ok = _has("torch")
+    assert doc["settings"]["baseline"] == ("torch" if torch_ok else "numpy")
+    for r in rows:  # left masks are torch's gap: those rows fall back to numpy
+        want = "torch" if torch_ok and r["case"]["mask"] != "left" and not (
+            r["case"]["recurrent_dropout"] and r["case"]["mode"] == "training") else "numpy"
+        assert r["baseline"] == want, r["case"]
 
 
 @needs_layer

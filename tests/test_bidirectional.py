@@ -239,7 +239,7 @@ def test_last_path_and_cudnn_rules_per_direction():
     bi = _built(_bi(recurrent_dropout=0.2))
     assert bi.last_path == (None, None)
     bi(T_.random_inputs(B, T, F))
-    assert bi.last_path == ("numpy", "numpy")
+    assert bi.last_path == (T_.expected_cpu_path(),) * 2
     rules = bi.cudnn_ineligibility(training=True)
     assert any(r.startswith("forward: ") for r in rules)
     assert any(r.startswith("backward: ") for r in rules)

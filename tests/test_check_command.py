@@ -16,6 +16,11 @@ import sys
 import numpy as np
 import pytest
 
+try:
+    from tests import lstm_testlib as T_
+except ImportError:  # tests/ itself on sys.path
+    import lstm_testlib as T_
+
 from lstm_gpu._xp import gpu_available
 from lstm_gpu.check import cli, grid, report
 from lstm_gpu.check.registry import CheckPath, LayerRoute, Registry, default_registry
@@ -217,7 +222,7 @@ def test_a_layer_call_on_the_wrong_path_fails(capsys):
     rc, text = _run(capsys, "--quick", "--dtype", "float64", "--paths", "claims-cudnn",
                     registry=_registry(claims_cudnn))
     assert rc == cli.EXIT_FAILED
-    assert "the layer ran numpy, expected cudnn" in text
+    assert f"the layer ran {T_.expected_cpu_path()}, expected cudnn" in text
 
 
 def test_counters_that_show_no_replay_fail(capsys):

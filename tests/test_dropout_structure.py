@@ -18,6 +18,8 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 B, T, N = 1000, 4, 8  # batch, steps, features == units
 
 

@@ -16,6 +16,8 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 B, T, F, U = 3, 4, 3, 3
 EPS = 1e-6
 TOL = 1e-7

@@ -16,6 +16,8 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 TOL = dict(atol=1e-5, rtol=1e-5)
 K, R, BIAS = 0.01, 0.02, 0.03
 

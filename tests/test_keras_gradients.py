@@ -14,7 +14,7 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("cpu_path")]
 
 B, T, F, U = 6, 5, 3, 4
 RTOL = 1e-7

@@ -17,6 +17,8 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 B, T, F, U = 6, 5, 3, 4
 RTOL = {"float64": 1e-12, "float32": 2e-6}
 
@@ -49,7 +51,7 @@ def _check(dtype, mask_kind="mixed", with_state=True, x_scale=1.0, w_scale=0.5,
     for g in got:
         assert isinstance(g, np.ndarray), type(g)
         assert g.dtype == np.dtype(dtype), (g.dtype, dtype)
-    assert ol.last_path == "numpy"
+    assert ol.last_path == T_.expected_cpu_path()
     return ol, kl
 
 

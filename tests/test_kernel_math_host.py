@@ -47,17 +47,47 @@ def _points(dtype):
 TOL = {np.float64: dict(rtol=1e-13, atol=1e-14), np.float32: dict(rtol=2e-6, atol=2e-7)}
 
 
+def _native_act_fn(act, x):
+    from lstm_gpu import _cpu_core
+
+    y = np.empty_like(x)
+    _cpu_core.act_fn(act, x, y)
+    return y
+
+
+def _native_act_grad(act, x, y):
+    from lstm_gpu import _cpu_core
+
+    dy = np.empty_like(x)
+    _cpu_core.act_grad(act, x, np.ascontiguousarray(y, dtype=x.dtype), dy)
+    return dy
+
+
+@pytest.fixture(params=["host", "native"])
+def act_library(request):
+    """(act_fn, act_grad) of the CMake host library, or of the native CPU core's own build
+    (its vectorised float exp and tanh included)."""
+    if request.param == "host":
+        return act_fn, act_grad
+    from lstm_gpu.paths import cpu_native
+
+    if not cpu_native.is_available():
+        pytest.skip(f"[native] {cpu_native.unavailable_reason()}")
+    return _native_act_fn, _native_act_grad
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", NAMES)
-def test_activation_and_derivative(name, dtype):
+def test_activation_and_derivative(name, dtype, act_library):
+    fn, grad = act_library
     a = activations.get(name)
     x = _points(dtype)
     with np.errstate(over="ignore"):
         want_y = np.asarray(a.fn(x), dtype)
         want_dy = np.asarray(a.grad(x, want_y), dtype)
-    y = act_fn(a.kernel_id, x)
+    y = fn(a.kernel_id, x)
     np.testing.assert_allclose(y, want_y, **TOL[dtype], err_msg=f"{name} value")
-    dy = act_grad(a.kernel_id, x, want_y)
+    dy = grad(a.kernel_id, x, want_y)
     np.testing.assert_allclose(dy, want_dy, **TOL[dtype], err_msg=f"{name} derivative")
 
 

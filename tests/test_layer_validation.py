@@ -10,6 +10,8 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest's rootdir insertion)
     import lstm_testlib as T_
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 B, T, F, U = 2, 4, 3, 5
 ERRORS = (ValueError, TypeError)
 

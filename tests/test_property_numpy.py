@@ -1,5 +1,6 @@
-"""Property: the NumPy path agrees with an independent float64 reference on random shapes
-(the empty batch included), masks, flags and activations, forward and backward.
+"""Property: each CPU path (NumPy reference and native core) agrees with an independent float64
+reference on random shapes (the empty batch included), masks, flags and activations, forward
+and backward.
 
 The reference below is Keras 3's LSTM written per sample and per step in float64, sharing
 nothing with the layer but the activation functions (pinned to Keras by their own tests).
@@ -14,6 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+try:
+    from tests import lstm_testlib as T_
+except ImportError:  # tests/ itself on sys.path
+    import lstm_testlib as T_
 
 from lstm_gpu import LSTM, activations
 
@@ -109,9 +115,10 @@ def _reference_outputs(case, weights, x, mask, states):
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
-def test_numpy_path_matches_the_float64_reference(case):
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_cpu_paths_match_the_float64_reference(cpu_path, case):
+    """On each CPU path (the `cpu_path` fixture sets it once for all examples)."""
     flags, dtype = case["flags"], case["dtype"]
     rng, weights, x, mask, states = _data(case)
     weights, x = _as_dtype(weights, dtype), _as_dtype([x], dtype)[0]
@@ -128,7 +135,7 @@ def test_numpy_path_matches_the_float64_reference(case):
         sd = None if states is None else [s.astype(dtype) for s in states]
         got = _layer_outputs(layer, xd, mask, sd, flags, training=True)
         want = _reference_outputs(case, weights, x, mask, states)
-        assert layer.last_path == ("empty-batch" if case["B"] == 0 else "numpy")
+        assert layer.last_path == ("empty-batch" if case["B"] == 0 else T_.expected_cpu_path())
         for g, w in zip(got, want):
             assert g.shape == w.shape and g.dtype == np.dtype(dtype)
             np.testing.assert_allclose(g.astype(np.float64), w, rtol=rtol, atol=rtol)

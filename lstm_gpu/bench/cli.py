@@ -50,7 +50,8 @@ def _choices(allowed: Sequence[str], aliases: Optional[dict] = None):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lstm-gpu-bench",
-        description="Time every LSTM path (lstm_gpu's cudnn, cuda-kernels and numpy paths; "
+        description="Time every LSTM path (lstm_gpu's cudnn, cuda-kernels, cpu-native and "
+                    "numpy paths; "
                     "torch and Keras when installed) on this machine. Each path's outputs are "
                     "checked against the NumPy path before it is timed.",
         epilog="List options take several values, space- or comma-separated "
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--paths", type=_choices(PATH_NAMES), nargs="+", metavar="PATH",
                    help=f"paths to run (default: all of {', '.join(PATH_NAMES)})")
     r.add_argument("--baseline", choices=PATH_NAMES,
-                   help="the path ratios are taken against (default: cudnn with a GPU, "
-                        "numpy without)")
+                   help="the path ratios are taken against (default: cudnn with a GPU; "
+                        "without one torch when it runs, else numpy)")
     r.add_argument("--repeats", type=int, metavar="N",
                    help="timed samples per path and case (default 10, 3 with --quick)")
     r.add_argument("--warmup", type=int, metavar="N", help="untimed calls first (default 2)")
@@ -93,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one call is slow (default 2 with a GPU, 1 without; 0 for none)")
     r.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
     r.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (and NumPy's BLAS when threadpoolctl is "
-                        "installed); default: the libraries' own choice")
+                   help="CPU threads for the cpu-native path, torch (and NumPy's BLAS when "
+                        "threadpoolctl is installed); default: the libraries' own choice")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write every result and the environment")
     o.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
@@ -145,14 +146,23 @@ def _validate(args, parser) -> None:
             parser.error(MISSING)
 
 
-def _settings(args, on_gpu: bool) -> Settings:
+def _default_baseline(on_gpu: bool, runners) -> str:
+    """cudnn on a GPU; on a CPU torch when it is among the paths and runs here (the fastest
+    common CPU LSTM, the peer the native path is measured against), else numpy."""
+    if on_gpu:
+        return "cudnn"
+    torch = next((r for r in runners if r.name == "torch"), None)
+    return "torch" if torch is not None and torch.unavailable() is None else "numpy"
+
+
+def _settings(args, on_gpu: bool, baseline: str) -> Settings:
     budget = args.budget if args.budget is not None else (
         0.5 if args.quick else 2.0 if on_gpu else 1.0)
     return Settings(
         repeats=args.repeats or (3 if args.quick else 10),
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
         budget_s=budget or None, seed=args.seed,
-        baseline=args.baseline or ("cudnn" if on_gpu else "numpy"))
+        baseline=args.baseline or baseline)
 
 
 def _paths_json(runners, bench) -> list[dict]:
@@ -174,6 +184,9 @@ def _limit_threads(n: Optional[int]) -> Optional[str]:
         return None
     import importlib.util
 
+    from ..paths import cpu_native
+
+    cpu_native.set_num_threads(n)
     if importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -205,7 +218,7 @@ def _header(env, on_gpu: bool, notes, n_cases: int, n_paths: int, settings, out)
     print(f"lstm-gpu-bench: lstm-gpu {env['versions']['lstm-gpu']} on {env['device']}",
           file=out)
     if not on_gpu:
-        print("No CUDA GPU found: timing the NumPy path and the CPU peers; the GPU paths "
+        print("No CUDA GPU found: timing the CPU paths and the CPU peers; the GPU paths "
               "are listed as skipped.", file=out)
     for note in filter(None, notes):
         print(note, file=out)
@@ -234,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     threads_note = _limit_threads(args.threads)
     grid = make_grid(args, on_gpu)
     cases = grid.cases()
-    settings = _settings(args, on_gpu)
+    settings = _settings(args, on_gpu, _default_baseline(on_gpu, runners))
     progress = Progress(enabled=not args.quiet)
     bench = Bench(runners, settings, reference=reference, progress=progress)
     keras = next((r for r in runners if isinstance(r, KerasRunner)), None)

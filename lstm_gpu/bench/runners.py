@@ -26,8 +26,9 @@ import numpy as np
 from .cases import Case, CaseData
 from .timing import CupyEventTimer, HostTimer, TorchEventTimer
 
-PATH_NAMES = ("cudnn", "cuda-kernels", "numpy", "torch", "torch-native", "keras")
-OWN_PATHS = ("cudnn", "cuda-kernels", "numpy")  # lstm_gpu's; the others are peers
+PATH_NAMES = ("cudnn", "cuda-kernels", "cpu-native", "numpy", "torch", "torch-native", "keras")
+OWN_PATHS = ("cudnn", "cuda-kernels", "cpu-native", "numpy")  # lstm_gpu's; others are peers
+CPU_PATHS = {"cpu-native": "native", "numpy": "numpy"}  # lstm_gpu's CPU paths: their choice
 TORCH_ACTIVATIONS = ("tanh", "sigmoid")
 
 
@@ -82,20 +83,33 @@ def _import_lstm():
 
 
 class LstmGpuRunner(Runner):
-    """lstm_gpu's own paths: "numpy" (NumPy arrays), "cudnn" and "cuda-kernels" (CuPy)."""
+    """lstm_gpu's own paths: "cpu-native" and "numpy" (NumPy arrays; the layer is told which
+    CPU path to run around each call), "cudnn" and "cuda-kernels" (CuPy)."""
 
     def __init__(self, name: str):
-        if name not in ("numpy", "cudnn", "cuda-kernels"):
+        if name not in OWN_PATHS:
             raise ValueError(f"not an lstm_gpu path: {name!r}")
         self.name = name
-        self.device = "cpu" if name == "numpy" else "gpu"
-        self.use_cudnn = {"numpy": "auto", "cudnn": True, "cuda-kernels": False}[name]
+        self.device = "cpu" if name in CPU_PATHS else "gpu"
+        self.use_cudnn = {"cudnn": True, "cuda-kernels": False}.get(name, "auto")
+
+    @property
+    def label(self) -> str:
+        if self.name != "cpu-native" or self.unavailable() is not None:
+            return self.name
+        from ..paths import cpu_native
+
+        return f"cpu-native ({cpu_native.isa()}, {cpu_native.num_threads()} threads)"
 
     def unavailable(self) -> Optional[str]:
         try:
             _import_lstm()
         except ImportError as e:
             return f"lstm_gpu.LSTM cannot be imported: {e}"
+        if self.name == "cpu-native":
+            from ..paths import cpu_native
+
+            return cpu_native.unavailable_reason()
         if self.name == "numpy":
             return None
         from .._xp import gpu_unavailable_reason
@@ -118,7 +132,7 @@ class LstmGpuRunner(Runner):
 
     def prepare(self, case: Case, data: CaseData) -> Prepared:
         layer = self._layer(case, data)
-        if self.name == "numpy":
+        if self.name in CPU_PATHS:
             xp, to_host, timer = np, np.asarray, HostTimer()
         else:
             import cupy as xp
@@ -130,19 +144,27 @@ class LstmGpuRunner(Runner):
         if self.name == "cudnn":
             self._check_cudnn_eligible(layer, mask, case.training)
 
-        def run():
-            out = layer(x, mask=mask, training=case.training)
-            if case.training:
-                return layer.backward(d_out)
-            return out
+        choose = _cpu_path_chooser(CPU_PATHS.get(self.name))
 
-        def fetch() -> Outputs:
+        def run():
+            previous = choose()
             try:
                 out = layer(x, mask=mask, training=case.training)
+                return layer.backward(d_out) if case.training else out
+            finally:
+                choose(previous)
+
+        def fetch() -> Outputs:
+            previous = choose()
+            try:
+                out = layer(x, mask=mask, training=case.training)
+                dx = to_host(layer.backward(d_out)["inputs"]) if case.training else None
             except ValueError as e:  # use_cudnn=True: the dispatcher lists the failed rules
                 if self.name == "cudnn":
                     raise PathSkipped(str(e)) from e
                 raise
+            finally:
+                choose(previous)
             ran = getattr(layer, "last_path", None)
             ran = set(ran) if isinstance(ran, tuple) else {ran}  # Bidirectional: per direction
             if "cupy-reference" in ran:  # the kernels declined; timing it would mislabel
@@ -151,7 +173,6 @@ class LstmGpuRunner(Runner):
             if ran != {self.name}:
                 raise RuntimeError(f"the layer ran path {' and '.join(sorted(map(str, ran)))}, "
                                    f"not {self.name!r}")
-            dx = to_host(layer.backward(d_out)["inputs"]) if case.training else None
             return Outputs(last=to_host(out), dx=dx)
 
         return Prepared(run=run, fetch=fetch, timer=timer)
@@ -164,6 +185,16 @@ class LstmGpuRunner(Runner):
         reasons = rules(mask=mask, training=training)
         if reasons:
             raise PathSkipped("not eligible for cuDNN: " + "; ".join(map(str, reasons)))
+
+
+def _cpu_path_chooser(choice: Optional[str]) -> Callable[..., Optional[str]]:
+    """choose() sets lstm_gpu's CPU path to `choice` and returns the previous one;
+    choose(previous) restores it. A no-op for the GPU paths."""
+    if choice is None:
+        return lambda previous=None: None
+    from ..paths import cpu_native
+
+    return lambda previous=choice: cpu_native.set_cpu_path(previous)
 
 
 # ----------------------------------------------------------------------------- torch
@@ -450,7 +481,7 @@ _KERAS_GRAD = {"torch": _grad_torch, "tensorflow": _grad_tensorflow, "jax": _gra
 
 
 def make_runner(name: str) -> Runner:
-    if name in ("numpy", "cudnn", "cuda-kernels"):
+    if name in OWN_PATHS:
         return LstmGpuRunner(name)
     if name in ("torch", "torch-native"):
         return TorchRunner(name)

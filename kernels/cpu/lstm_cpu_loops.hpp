@@ -1,0 +1,510 @@
+// lstm_cpu_loops.hpp -- the CPU core's time loops over the element code of lstm_cell.cuh.
+//
+// The algorithm of the CUDA kernel path (lstm_gpu/paths/fused_loop.py), on the host:
+//
+//   forward   Z = x @ W + bias for all steps at once        (T*B, 4U), one large GEMM
+//             per step t:  Z[t] += h_{t-1} @ R               GEMM, accumulating in place
+//                          one pass over the rows: cell_step (lstm_cell.cuh) per element
+//   backward  per step t (reverse): one pass over the rows: cell_step_backward per element,
+//                          writing dZ[t];  DH = dZ[t] @ R^T  GEMM, read by step t-1
+//             then dW = X^T dZ, dR = Hprev^T dZ, dx = dZ W^T (large GEMMs), dbias = colsum dZ
+//
+// With recurrent dropout (masks mr, (4, B, U)) the recurrent GEMM is per gate, on h * mr_k;
+// with per-gate input dropout (mx, (4, B, F)) the input GEMMs are per gate, on x * mx_k.
+// Z keeps the fused layout (T, B, 4U) in every case: a per-gate GEMM writes its column block.
+//
+// Samples are independent, so the batch is split into slices and each thread runs the whole
+// time loop of its slice (its own GEMMs on its rows) with no synchronisation per step; the
+// large GEMMs before and after the loop are split over rows or columns.
+//
+// Layouts: every array is C-contiguous, time-major (T, B, ...), Keras weight layout
+// W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS is reached through cblas function
+// pointers handed over at run time (lstm_gpu/paths/cpu_native.py).
+#pragma once
+
+#include <stddef.h>
+#include <string.h>
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+#include "vmath.h"
+#define LSTM_EXPF lstm_vmath::exp_f32
+#define LSTM_TANHF lstm_vmath::tanh_f32
+#include "../lstm_cell.cuh"
+
+// The loops below read and write distinct elements per iteration (in-place updates touch
+// only their own element): tell the vectoriser so, as it cannot prove it across pointers.
+// (Not `omp simd`: that privatises the loop body's structs into per-lane arrays first.)
+#if defined(__clang__)
+#define LSTM_SIMD _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define LSTM_SIMD _Pragma("GCC ivdep")
+#else
+#define LSTM_SIMD
+#endif
+
+namespace lstm_cpu {
+
+using lstm::idx_t;
+
+// ------------------------------------------------------------------------------- BLAS
+// cblas_?gemm; the enum values are cblas.h's (CblasRowMajor, CblasNoTrans, CblasTrans).
+enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
+                         int, float, float*, int);
+typedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double*, int,
+                         const double*, int, double, double*, int);
+
+struct Blas {
+    sgemm_fn sgemm = nullptr;
+    dgemm_fn dgemm = nullptr;
+};
+
+// C (M, N; ldc) = op(A) @ op(B) + beta * C, row-major; op transposes when ta / tb.
+template <typename T>
+void gemm(const Blas& blas, bool ta, bool tb, idx_t M, idx_t N, idx_t K, const T* A, idx_t lda,
+          const T* B, idx_t ldb, T beta, T* C, idx_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {  // BLAS would scale C by beta; do it without reading A and B
+        for (idx_t m = 0; m < M; ++m)
+            for (idx_t n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
+        return;
+    }
+    const int a = ta ? kTrans : kNoTrans, b = tb ? kTrans : kNoTrans;
+    if constexpr (sizeof(T) == 4)
+        blas.sgemm(kRowMajor, a, b, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, beta,
+                   C, (int)ldc);
+    else
+        blas.dgemm(kRowMajor, a, b, (int)M, (int)N, (int)K, 1.0, A, (int)lda, B, (int)ldb, beta,
+                   C, (int)ldc);
+}
+
+// ------------------------------------------------------------------------------- row passes
+// One step's element-wise pass over rows [b0, b1) of the batch.
+template <typename T> struct FwdRows {
+    const T* z;                  // (B, 4U) pre-activations of this step, bias included
+    const T* h_prev;             // (B, U)
+    const T* c_prev;             // (B, U)
+    const T* out_prev;           // (B, U) what a masked step outputs (masked_output's rule,
+                                 // resolved per step: zeros before step 0 and with
+                                 // zero_output_for_mask, else the previous output)
+    const unsigned char* mask;   // (B) or null
+    const T* mr;                 // (4, B, U) recurrent dropout masks, or null
+    T* h_rec;                    // (4, B, U) h * mr_k for the next GEMM (with mr)
+    T* h;                        // (B, U) may alias h_prev
+    T* c;                        // (B, U) may alias c_prev
+    T* out;                      // (B, U)
+    idx_t B, U;
+    int act, ract, zero_output;
+};
+
+template <typename T> struct BwdRows {
+    const T* z;                  // (B, 4U) saved pre-activations
+    const T* c_prev;             // (B, U)
+    const T* c;                  // (B, U) state after the step
+    const unsigned char* mask;   // (B) or null
+    const T* d_out;              // (B, U) gradient of this step's output (zeros if none)
+    T* g_out;                    // (B, U) output gradient carried from later steps
+    T* dh;                       // (B, U) h-state gradient carried from later steps
+    const T* dh_rec;             // (G, B, U) dZ[t+1] @ R^T (G = 4 with mr, else 1)
+    const T* mr;                 // (4, B, U) recurrent dropout masks (with REC)
+    T* dc;                       // (B, U) in/out
+    T* dz;                       // (B, 4U) out
+    idx_t B, U;
+    int act, ract, zero_output;
+};
+
+// One row of one step. VALID (the row's mask value) is a template argument: a runtime
+// bool in the selects of cell_step makes the compiler sink loads into branches, and the
+// loop no longer vectorises; masked rows then reduce to the copies of the mask rule.
+template <typename T, int A, int RA, bool VALID>
+inline void fwd_row(const FwdRows<T>& p, idx_t b) {
+    const int act = lstm::pick_act<A>(p.act), ract = lstm::pick_act<RA>(p.ract);
+    const idx_t U = p.U, o = b * U;
+    const T* z = p.z + b * 4 * U;
+    const T* hp = p.h_prev + o;
+    const T* cp = p.c_prev + o;
+    const T* op = p.out_prev + o;
+    T* h = p.h + o;
+    T* c = p.c + o;
+    T* out = p.out + o;
+    LSTM_SIMD
+    for (idx_t u = 0; u < U; ++u) {
+        const lstm::CellState<T> s = lstm::cell_step<T>(
+            act, ract, z[u], z[U + u], z[2 * U + u], z[3 * U + u], hp[u], cp[u], VALID, op[u]);
+        h[u] = s.h;
+        c[u] = s.c;
+        out[u] = s.out;
+    }
+}
+
+template <typename T, int A, int RA>
+inline void fwd_rows_body(const FwdRows<T>& p, idx_t b0, idx_t b1) {
+    const idx_t U = p.U, n = p.B * U;
+    for (idx_t b = b0; b < b1; ++b) {
+        if (p.mask == nullptr || p.mask[b] != 0)
+            fwd_row<T, A, RA, true>(p, b);
+        else
+            fwd_row<T, A, RA, false>(p, b);
+        if (p.mr != nullptr) {
+            const T* h = p.h + b * U;
+            for (int k = 0; k < 4; ++k) {
+                const T* m = p.mr + k * n + b * U;
+                T* hr = p.h_rec + k * n + b * U;
+                LSTM_SIMD
+                for (idx_t u = 0; u < U; ++u) hr[u] = h[u] * m[u];
+            }
+        }
+    }
+}
+
+// REC: recurrent dropout masks present (h_state_grad's per-gate form); compile-time for the
+// same reason as VALID.
+template <typename T, int A, int RA, bool REC, bool VALID>
+inline void bwd_row(const BwdRows<T>& p, idx_t b) {
+    const int act = lstm::pick_act<A>(p.act), ract = lstm::pick_act<RA>(p.ract);
+    const idx_t U = p.U, n = p.B * U, o = b * U;
+    const int zero_output = p.zero_output;
+    const T* mr = REC ? p.mr : nullptr;
+    const T* z = p.z + b * 4 * U;
+    T* dz = p.dz + b * 4 * U;
+    LSTM_SIMD
+    for (idx_t i = o; i < o + U; ++i) {
+        const idx_t u = i - o;
+        const T go = p.g_out[i] + p.d_out[i];
+        const T dhs = lstm::h_state_grad(p.dh[i], p.dh_rec, mr, n, i);
+        const lstm::CellGrad<T> g = lstm::cell_step_backward<T>(
+            act, ract, z[u], z[U + u], z[2 * U + u], z[3 * U + u], p.c_prev[i], p.c[i], VALID,
+            go, dhs, p.dc[i], zero_output);
+        dz[u] = g.dzi;
+        dz[U + u] = g.dzf;
+        dz[2 * U + u] = g.dzc;
+        dz[3 * U + u] = g.dzo;
+        p.dh[i] = g.dh;
+        p.dc[i] = g.dc;
+        p.g_out[i] = g.g_out;
+    }
+}
+
+template <typename T, int A, int RA, bool REC>
+inline void bwd_rows_body(const BwdRows<T>& p, idx_t b0, idx_t b1) {
+    for (idx_t b = b0; b < b1; ++b) {
+        if (p.mask == nullptr || p.mask[b] != 0)
+            bwd_row<T, A, RA, REC, true>(p, b);
+        else
+            bwd_row<T, A, RA, REC, false>(p, b);
+    }
+}
+
+template <typename T> struct RowKernels {
+    void (*fwd)(const FwdRows<T>&, idx_t, idx_t);
+    void (*bwd)(const BwdRows<T>&, idx_t, idx_t);      // without recurrent dropout
+    void (*bwd_rec)(const BwdRows<T>&, idx_t, idx_t);  // with recurrent dropout
+};
+
+// ------------------------------------------------------------------------------- problems
+template <typename T> struct Problem {
+    const T* x;                  // (T, B, F)
+    idx_t T_, B, F, U;
+    const T* W;                  // (F, 4U)
+    const T* R;                  // (U, 4U)
+    const T* bias;               // (4U) or null
+    const T* h0;                 // (B, U)
+    const T* c0;                 // (B, U)
+    const unsigned char* mask;   // (T, B) or null
+    const T* mx;                 // (G, B, F), G = mx_gates (1 or 4), or null
+    int mx_gates;
+    const T* mr;                 // (4, B, U) or null
+    int act, ract, zero_output;
+};
+
+template <typename T> struct ForwardOut {
+    T* seq;                      // (T, B, U) outputs
+    T* h;                        // (B, U) last h state
+    T* c;                        // (B, U) last c state
+    T* Z;                        // (T, B, 4U) pre-activations (saved when training)
+    T* HS;                       // (T, B, U) h after each step, or null (inference)
+    T* CS;                       // (T, B, U) c after each step, or null (inference)
+};
+
+template <typename T> struct BackwardIO {
+    const T* Z;                  // forward's saved arrays
+    const T* HS;
+    const T* CS;
+    const T* d_last;             // (B, U) or null: gradients of the outputs
+    const T* d_seq;              // (T, B, U) or null
+    const T* d_h;                // (B, U) or null
+    const T* d_c;                // (B, U) or null
+    T* dZ;                       // (T, B, 4U) workspace
+    T* dx;                       // (T, B, F)
+    T* dh0;                      // (B, U)
+    T* dc0;                      // (B, U)
+    T* dW;                       // (F, 4U)
+    T* dR;                       // (U, 4U)
+    T* dbias;                    // (4U) or null
+};
+
+typedef std::function<void(int, const std::function<void(int)>&)> Parallel;
+
+// [begin, end) of part i of n equal parts of [0, total).
+inline void split(idx_t total, int n, int i, idx_t* begin, idx_t* end) {
+    *begin = total * i / n;
+    *end = total * (i + 1) / n;
+}
+
+// dst (rows, F) = src (rows, F) * mask (B, F) broadcast over time: row r uses mask row r % B.
+template <typename T>
+void masked_rows(const T* src, const T* mask, idx_t r0, idx_t r1, idx_t B, idx_t F, T* dst) {
+    for (idx_t r = r0; r < r1; ++r) {
+        const T* s = src + r * F;
+        const T* m = mask + (r % B) * F;
+        T* d = dst + r * F;
+        LSTM_SIMD
+        for (idx_t f = 0; f < F; ++f) d[f] = s[f] * m[f];
+    }
+}
+
+// The input operand of gate block k (or of all gates when mx_gates <= 1): x, or x * mx_k.
+template <typename T>
+const T* gate_input(const Problem<T>& P, int k, idx_t r0, idx_t r1, T* scratch) {
+    if (P.mx == nullptr) return P.x;
+    masked_rows(P.x, P.mx + (P.mx_gates == 4 ? k : 0) * P.B * P.F, r0, r1, P.B, P.F, scratch);
+    return scratch;
+}
+
+template <typename T>
+void forward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parallel, int threads,
+             const Problem<T>& P, const ForwardOut<T>& out) {
+    const idx_t TT = P.T_, B = P.B, F = P.F, U = P.U, G4 = 4 * U, rows = TT * B, n = B * U;
+    if (TT == 0 || B == 0) return;
+    const int in_gates = P.mx_gates == 4 ? 4 : 1;
+    std::vector<T> xm(P.mx != nullptr ? (size_t)(rows * F) : 0);
+
+    // Z = x @ W (+ bias), over row slices.
+    const int proj_parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
+    parallel(proj_parts, [&](int part) {
+        idx_t r0, r1;
+        split(rows, proj_parts, part, &r0, &r1);
+        T* Zs = out.Z + r0 * G4;
+        for (idx_t r = r0; r < r1; ++r)
+            for (idx_t j = 0; j < G4; ++j) Zs[(r - r0) * G4 + j] = P.bias ? P.bias[j] : T(0);
+        for (int k = 0; k < in_gates; ++k) {
+            const T* xin = gate_input(P, k, r0, r1, xm.data()) + r0 * F;
+            const idx_t cols = in_gates == 4 ? U : G4;
+            gemm<T>(blas, false, false, r1 - r0, cols, F, xin, F, P.W + k * U, G4, T(1), Zs + k * U,
+                    G4);
+        }
+    });
+
+    // The time loop, one batch slice per thread.
+    std::vector<T> zeros(n, T(0));
+    std::vector<T> h_rec(P.mr != nullptr ? (size_t)(4 * n) : 0);
+    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    const bool training = out.HS != nullptr;
+    parallel(parts, [&](int part) {
+        idx_t b0, b1;
+        split(B, parts, part, &b0, &b1);
+        const idx_t nb = b1 - b0;
+        if (nb == 0) return;
+        if (!training) {
+            memcpy(out.h + b0 * U, P.h0 + b0 * U, nb * U * sizeof(T));
+            memcpy(out.c + b0 * U, P.c0 + b0 * U, nb * U * sizeof(T));
+        }
+        if (P.mr != nullptr)
+            for (int k = 0; k < 4; ++k)
+                for (idx_t i = b0 * U; i < b1 * U; ++i) h_rec[k * n + i] = P.h0[i] * P.mr[k * n + i];
+        FwdRows<T> p;
+        p.mr = P.mr;
+        p.h_rec = h_rec.data();
+        p.B = B;
+        p.U = U;
+        p.act = P.act;
+        p.ract = P.ract;
+        for (idx_t t = 0; t < TT; ++t) {
+            T* Zt = out.Z + t * B * G4;
+            p.z = Zt;
+            if (training) {
+                p.h_prev = t == 0 ? P.h0 : out.HS + (t - 1) * n;
+                p.c_prev = t == 0 ? P.c0 : out.CS + (t - 1) * n;
+                p.h = out.HS + t * n;
+                p.c = out.CS + t * n;
+            } else {
+                p.h_prev = p.h = out.h;
+                p.c_prev = p.c = out.c;
+            }
+            p.out_prev = (t == 0 || P.zero_output) ? zeros.data() : out.seq + (t - 1) * n;
+            p.out = out.seq + t * n;
+            p.mask = P.mask != nullptr ? P.mask + t * B : nullptr;
+            if (P.mr == nullptr) {
+                gemm<T>(blas, false, false, nb, G4, U, p.h_prev + b0 * U, U, P.R, G4, T(1),
+                        Zt + b0 * G4, G4);
+            } else {
+                for (int k = 0; k < 4; ++k)
+                    gemm<T>(blas, false, false, nb, U, U, h_rec.data() + k * n + b0 * U, U,
+                            P.R + k * U, G4, T(1), Zt + b0 * G4 + k * U, G4);
+            }
+            kern.fwd(p, b0, b1);
+        }
+        if (training) {
+            memcpy(out.h + b0 * U, out.HS + (TT - 1) * n + b0 * U, nb * U * sizeof(T));
+            memcpy(out.c + b0 * U, out.CS + (TT - 1) * n + b0 * U, nb * U * sizeof(T));
+        }
+    });
+}
+
+template <typename T>
+void backward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parallel,
+              int threads, const Problem<T>& P, const BackwardIO<T>& io) {
+    const idx_t TT = P.T_, B = P.B, F = P.F, U = P.U, G4 = 4 * U, rows = TT * B, n = B * U;
+    auto fill = [](T* dst, const T* src, idx_t count) {
+        if (src != nullptr)
+            memcpy(dst, src, count * sizeof(T));
+        else
+            std::fill(dst, dst + count, T(0));
+    };
+    fill(io.dh0, io.d_h, n);
+    fill(io.dc0, io.d_c, n);
+    if (TT == 0 || B == 0) {
+        std::fill(io.dx, io.dx + rows * F, T(0));
+        std::fill(io.dW, io.dW + F * G4, T(0));
+        std::fill(io.dR, io.dR + U * G4, T(0));
+        if (io.dbias != nullptr) std::fill(io.dbias, io.dbias + G4, T(0));
+        return;
+    }
+    const int rec_gates = P.mr != nullptr ? 4 : 1;
+    std::vector<T> g_out(n);
+    fill(g_out.data(), io.d_last, n);
+    std::vector<T> dh_rec(rec_gates * n, T(0));
+    std::vector<T> zeros(io.d_seq == nullptr ? n : 0, T(0));
+    const auto bwd_rows = P.mr != nullptr ? kern.bwd_rec : kern.bwd;
+
+    // The reverse time loop, one batch slice per thread.
+    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    parallel(parts, [&](int part) {
+        idx_t b0, b1;
+        split(B, parts, part, &b0, &b1);
+        const idx_t nb = b1 - b0;
+        if (nb == 0) return;
+        BwdRows<T> p;
+        p.g_out = g_out.data();
+        p.dh = io.dh0;
+        p.dh_rec = dh_rec.data();
+        p.mr = P.mr;
+        p.dc = io.dc0;
+        p.B = B;
+        p.U = U;
+        p.act = P.act;
+        p.ract = P.ract;
+        p.zero_output = P.zero_output;
+        for (idx_t t = TT - 1; t >= 0; --t) {
+            p.z = io.Z + t * B * G4;
+            p.c_prev = t == 0 ? P.c0 : io.CS + (t - 1) * n;
+            p.c = io.CS + t * n;
+            p.mask = P.mask != nullptr ? P.mask + t * B : nullptr;
+            p.d_out = io.d_seq != nullptr ? io.d_seq + t * n : zeros.data();
+            p.dz = io.dZ + t * B * G4;
+            bwd_rows(p, b0, b1);
+            const T* dz = p.dz + b0 * G4;
+            if (P.mr == nullptr) {
+                gemm<T>(blas, false, true, nb, U, G4, dz, G4, P.R, G4, T(0),
+                        dh_rec.data() + b0 * U, U);
+            } else {
+                for (int k = 0; k < 4; ++k)
+                    gemm<T>(blas, false, true, nb, U, U, dz + k * U, G4, P.R + k * U, G4, T(0),
+                            dh_rec.data() + k * n + b0 * U, U);
+            }
+        }
+        for (idx_t i = b0 * U; i < b1 * U; ++i)
+            io.dh0[i] = lstm::h_state_grad(io.dh0[i], dh_rec.data(), P.mr, n, i);
+    });
+
+    // dx = dZ W^T (per gate, times mx_k, with per-gate input masks), over row slices.
+    const int in_gates = P.mx_gates == 4 ? 4 : 1;
+    const int row_parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
+    parallel(row_parts, [&](int part) {
+        idx_t r0, r1;
+        split(rows, row_parts, part, &r0, &r1);
+        const idx_t nr = r1 - r0;
+        T* dx = io.dx + r0 * F;
+        const T* dz = io.dZ + r0 * G4;
+        if (P.mx == nullptr || in_gates == 1) {
+            gemm<T>(blas, false, true, nr, F, G4, dz, G4, P.W, G4, T(0), dx, F);
+            if (P.mx != nullptr) masked_rows(io.dx, P.mx, r0, r1, B, F, io.dx);
+            return;
+        }
+        std::vector<T> tmp((size_t)(nr * F));
+        std::fill(dx, dx + nr * F, T(0));
+        for (int k = 0; k < 4; ++k) {
+            gemm<T>(blas, false, true, nr, F, U, dz + k * U, G4, P.W + k * U, G4, T(0),
+                    tmp.data(), F);
+            const T* m = P.mx + k * B * F;
+            for (idx_t r = r0; r < r1; ++r) {
+                const T* tr = tmp.data() + (r - r0) * F;
+                const T* mr = m + (r % B) * F;
+                T* d = dx + (r - r0) * F;
+                LSTM_SIMD
+                for (idx_t f = 0; f < F; ++f) d[f] += tr[f] * mr[f];
+            }
+        }
+    });
+
+    // dW = X^T dZ, dR = Hprev^T dZ (per gate with masks), dbias: over column slices.
+    std::vector<T> xm(P.mx != nullptr ? (size_t)(rows * F) : 0);
+    std::vector<T> hm(P.mr != nullptr ? (size_t)(rows * U) : 0);
+    const int col_parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, U / 16));
+    for (int k = 0; k < std::max(in_gates, rec_gates); ++k) {
+        // The operands of gate block k (every block when neither input is per gate).
+        const bool per_gate = in_gates == 4 || rec_gates == 4;
+        if (k > 0 && !per_gate) break;
+        const T* xin = P.x;
+        if (P.mx != nullptr && (k == 0 || in_gates == 4)) {
+            parallel(row_parts, [&](int part) {
+                idx_t r0, r1;
+                split(rows, row_parts, part, &r0, &r1);
+                gate_input(P, k, r0, r1, xm.data());
+            });
+        }
+        if (P.mx != nullptr) xin = xm.data();
+        const T* hprev0 = P.h0;                     // rows of step 0
+        const T* hprev1 = io.HS;                    // rows of steps 1 .. T-1
+        if (P.mr != nullptr) {
+            const T* m = P.mr + k * n;
+            parallel(row_parts, [&](int part) {
+                idx_t r0, r1;
+                split(rows, row_parts, part, &r0, &r1);
+                for (idx_t r = r0; r < r1; ++r) {
+                    const T* h = r < B ? P.h0 + r * U : io.HS + (r - B) * U;
+                    for (idx_t u = 0; u < U; ++u) hm[r * U + u] = h[u] * m[(r % B) * U + u];
+                }
+            });
+            hprev0 = hm.data();
+            hprev1 = hm.data() + n;
+        }
+        const idx_t c0 = per_gate ? k * U : 0, width = per_gate ? U : G4;
+        parallel(col_parts, [&](int part) {
+            idx_t j0, j1;
+            split(width, col_parts, part, &j0, &j1);
+            j0 += c0;
+            j1 += c0;
+            const idx_t w = j1 - j0;
+            if (w == 0) return;
+            gemm<T>(blas, true, false, F, w, rows, xin, F, io.dZ + j0, G4, T(0), io.dW + j0, G4);
+            gemm<T>(blas, true, false, U, w, B, hprev0, U, io.dZ + j0, G4, T(0), io.dR + j0, G4);
+            gemm<T>(blas, true, false, U, w, rows - B, hprev1, U, io.dZ + B * G4 + j0, G4, T(1),
+                    io.dR + j0, G4);
+            if (io.dbias != nullptr) {
+                T* db = io.dbias + j0;
+                std::fill(db, db + w, T(0));
+                for (idx_t r = 0; r < rows; ++r) {
+                    const T* row = io.dZ + r * G4 + j0;
+                    LSTM_SIMD
+                    for (idx_t j = 0; j < w; ++j) db[j] += row[j];
+                }
+            }
+        });
+    }
+}
+
+}  // namespace lstm_cpu
