@@ -77,6 +77,17 @@ def test_without_cupy_every_gpu_fact_says_why(monkeypatch):
     assert facts["NumPy"].value == np.__version__
 
 
+def test_cpu_core_fact_names_its_simd_level_or_why_it_is_missing(monkeypatch):
+    from lstm_gpu.paths import cpu_native
+
+    fact = environment._cpu_core()
+    if cpu_native.is_available():
+        assert fact.value.startswith(f"{cpu_native.isa()}, ") and "scipy-openblas32" in fact.value
+    monkeypatch.setattr(cpu_native, "_state", {"reason": "not built: no C++ compiler"})
+    fact = environment._cpu_core()
+    assert fact.value is None and fact.why == "not built: no C++ compiler"
+
+
 def test_a_failing_probe_is_a_reason_not_an_exception():
     def broken():
         raise RuntimeError("driver exploded")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 ENV_VARIABLES = ("LSTM_GPU_KERNEL_LOOP", "LSTM_GPU_CPU_PATH", "LSTM_GPU_CUDNN_PATH",
-                 "CUDA_VISIBLE_DEVICES")
+                 "LSTM_GPU_CUBLAS_PATH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
 # cublas_api.h (line 252 in nvidia-cublas 13.10): `cublasStatus_t cublasGetProperty(
 # libraryPropertyType type, int* value)`; library_types.h: `typedef enum libraryPropertyType_t
@@ -92,6 +92,19 @@ def _python() -> Fact:
 
 def _numpy() -> Fact:
     return Fact("NumPy", np.__version__)
+
+
+def _cpu_core() -> Fact:
+    """The native CPU path's compiled core: the SIMD level it picked, its threads and BLAS."""
+    from ..bench.env_info import distribution_version
+    from ..paths import cpu_native
+
+    why = cpu_native.unavailable_reason()
+    if why is not None:
+        return Fact("CPU core", None, why)
+    blas = f"scipy-openblas32 {distribution_version('scipy-openblas32') or '?'}"
+    return Fact("CPU core", f"{cpu_native.isa()}, {cpu_native.num_threads()} threads, {blas}",
+                details={"isa": cpu_native.isa(), "threads": cpu_native.num_threads()})
 
 
 def _cupy_missing() -> Optional[str]:
@@ -243,7 +256,8 @@ def _variables() -> Fact:
     return Fact("settings", text, details={"variables": found})
 
 
-PROBES = (("lstm_gpu", _lstm_gpu), ("Python", _python), ("NumPy", _numpy), ("CuPy", _cupy),
+PROBES = (("lstm_gpu", _lstm_gpu), ("Python", _python), ("NumPy", _numpy),
+          ("CPU core", _cpu_core), ("CuPy", _cupy),
           ("CUDA", _cuda), ("GPU", _gpu), ("cuDNN", _cudnn), ("cuBLAS", _cublas),
           ("NVRTC", _nvrtc), ("CUDA kernels", _kernels), ("settings", _variables))
 
