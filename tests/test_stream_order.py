@@ -22,7 +22,11 @@ import numpy as np
 import pytest
 
 from lstm_gpu.cuda import streams
-from lstm_gpu.paths.loop_engine import Plan
+from lstm_gpu.paths import fused_loop
+from lstm_gpu.paths.loop_engine import LoopEngine, Plan
+
+from lstm_host_lib import HostDevice
+from test_loop_engine_host import assert_close, cases, fwd, grads_for, outputs, ref
 
 
 def _actual(ptr: int) -> tuple[int, int]:
@@ -337,6 +341,68 @@ def test_the_pool_log_shows_a_block_freed_while_another_stream_may_use_it():
     other.synchronize()
     del c
     assert unsafe_frees(cuda.log) == [(0, _actual(0), there), (3, _actual(0), there)]
+
+
+def _kernel_loop_device(cuda):
+    """The kernel path's loops computed on the host (`HostDevice`: the kernels' element code,
+    SciPy's BLAS) under `CupyDevice`'s stream and memory decisions, over `_Cuda` and
+    `_Pool`."""
+    pool = _Pool(cuda)
+    decisions = _kernel_device(cuda)
+    decisions.xp = pool
+    device = HostDevice(np.float64, xp=pool)
+    for name in ("attach", "before_use", "after_use", "stream", "before_free"):
+        setattr(device, name, getattr(decisions, name))
+    return device
+
+
+def _record_copied_out_and_back(cuda, evicting):
+    """Three live training records of one shape (two slots): the third forward, run through
+    `evicting`, copies the first record out of its plan; the first record's backward copies
+    it back into a slot (copying the second out). Checks the gradients, frees everything and
+    returns the engine's counters."""
+    engine, device = LoopEngine(mode=lambda: "eager"), _kernel_loop_device(cuda)
+    cs = cases(3, mask_kind="left")
+    first, second = fwd(engine, device, cs[0]), fwd(engine, device, cs[1])
+    third = evicting(lambda: fwd(engine, device, cs[2]))
+    grads = grads_for(0)
+    g = fused_loop.backward(device, first.saved, *grads)
+    plain = [a.view(np.ndarray) for a in outputs(first, g)]
+    counters = engine.snapshot()
+    del first, second, third, g, engine, device
+    gc.collect()
+    assert_close(plain, ref(cs[0], grads))
+    return counters
+
+
+@pytest.mark.parametrize("per_thread_default", [False, True])
+def test_a_record_copied_out_on_one_stream_and_back_on_another_is_freed_after_its_reads(
+        per_thread_default):
+    """The copies `_evict` makes belong to the pool arena of the evicting call's stream.
+    The record's backward on another stream reads them (copying them back into a plan) and
+    then drops them: the host must wait for those reads first, or that stream's next
+    allocation could take the memory while they still run."""
+    cuda = _Cuda(per_thread_default)
+    other = cuda.Stream()
+
+    def on_other(fn):
+        if per_thread_default:  # another thread's per-thread default stream
+            return _in_thread(fn)
+        with other:
+            return fn()
+
+    counters = _record_copied_out_and_back(cuda, on_other)
+    assert (counters["record_copies"], counters["record_restores"]) == (2, 1)
+    assert unsafe_frees(cuda.log) == []
+
+
+def test_a_record_copied_out_and_back_on_one_stream_waits_for_nothing():
+    cuda = _Cuda(per_thread_default=False)
+    counters = _record_copied_out_and_back(cuda, lambda fn: fn())
+    assert (counters["record_copies"], counters["record_restores"]) == (2, 1)
+    assert not any(isinstance(e, _Waited) for e in cuda.log)
+    assert sum(e[0] == "record" for e in cuda.log) == 4  # after each call's use of its plan
+    assert unsafe_frees(cuda.log) == []
 
 
 # --- the cuDNN path: backward on another thread -------------------------------------------------
