@@ -210,6 +210,12 @@ class HostDevice:
     def after_use(self, plan) -> None:
         pass
 
+    def stream(self) -> None:
+        return None
+
+    def before_free(self, allocated_on) -> None:
+        pass
+
     def run(self, plan, body) -> None:
         self.in_body = True
         try:

@@ -5,19 +5,28 @@ The stand-in below keeps CUDA's stream semantics that the decisions depend on: a
 another stream in every host thread; an event is recorded on, and a wait is put on, the stream
 its ``ptr`` names *in the calling thread*. In CuPy's per-thread-default-stream mode every
 thread's current stream is the one ``Stream.ptds`` object (CuPy 14.2 ``cupy/cuda/stream.pyx``
-lines 74 and 648). The log says which real stream each record and wait reached.
+lines 74 and 648). The log says which real stream each record and wait reached. `_Pool`, the
+stand-in of CuPy's memory pool, adds which stream's arena each block is allocated from and
+goes back to, and which stream used it: `unsafe_frees` finds a block returned while a use on
+another stream may still run.
 """
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 import types
+import weakref
 
 import numpy as np
 import pytest
 
 from lstm_gpu.cuda import streams
-from lstm_gpu.paths.loop_engine import Plan
+from lstm_gpu.paths import fused_loop
+from lstm_gpu.paths.loop_engine import LoopEngine, Plan
+
+from lstm_host_lib import HostDevice
+from test_loop_engine_host import assert_close, cases, fwd, grads_for, outputs, ref
 
 
 def _actual(ptr: int) -> tuple[int, int]:
@@ -25,16 +34,26 @@ def _actual(ptr: int) -> tuple[int, int]:
     return ptr, (threading.get_ident() if ptr == 2 else 0)
 
 
+class _Waited(tuple):
+    """A log entry for a wait: ``("host waits for", stream)`` or ``("wait", on, for)``; it
+    covers the work issued on the awaited stream before log position `since`."""
+
+    def __new__(cls, entry, since):
+        self = super().__new__(cls, entry)
+        self.since = since
+        return self
+
+
 class _Event:
     def __init__(self, log, **kwargs):
-        self.log, self.recorded_on = log, None
+        self.log, self.recorded_on, self.at = log, None, None
 
     def record(self, stream=None):
-        self.recorded_on = _actual(stream.ptr)
+        self.recorded_on, self.at = _actual(stream.ptr), len(self.log)
         self.log.append(("record", self.recorded_on))
 
     def synchronize(self):
-        self.log.append(("host waits for", self.recorded_on))
+        self.log.append(_Waited(("host waits for", self.recorded_on), self.at))
 
 
 class _Stream:
@@ -47,7 +66,10 @@ class _Stream:
         return event
 
     def wait_event(self, event):
-        self.cuda.log.append(("wait", _actual(self.ptr), event.recorded_on))
+        self.cuda.log.append(_Waited(("wait", _actual(self.ptr), event.recorded_on), event.at))
+
+    def synchronize(self):
+        self.cuda.log.append(_Waited(("host waits for", _actual(self.ptr)), len(self.cuda.log)))
 
     def __enter__(self):
         self.cuda.stack().append(self)
@@ -83,6 +105,101 @@ class _Cuda:
 
     def Device(self, device_id=0):
         return types.SimpleNamespace(id=device_id, compute_capability="80")
+
+
+class _DeviceArray(np.ndarray):
+    """An array of `_Pool`: every NumPy-level use (an assignment to or from it, a copy, a
+    routine or ufunc reading or writing it) is logged as ``("use", block, stream)``."""
+
+    pool = None  # the `_Pool` of this subclass
+    block = None  # the allocation's number, on the array the pool made (None on views)
+
+    def __array_finalize__(self, obj):
+        self.block = None
+
+    def __setitem__(self, key, value):
+        self.pool.used(self, value)
+        super().__setitem__(key, value)
+
+    def copy(self, order="C"):
+        self.pool.used(self)
+        out = self.pool.empty(self.shape, self.dtype)
+        np.copyto(out.view(np.ndarray), self.view(np.ndarray))
+        return out
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self.pool.used(*inputs, *kwargs.get("out", ()))
+        plain = (lambda a: a.view(np.ndarray) if isinstance(a, np.ndarray) else a)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(plain(o) for o in kwargs["out"])
+        return getattr(ufunc, method)(*(plain(i) for i in inputs), **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        self.pool.used(*args, *kwargs.values())
+        return super().__array_function__(func, types, args, kwargs)
+
+
+class _Pool:
+    """CuPy's memory pool as the array module of a path, as far as streams go: a block
+    belongs to the arena of the stream current when it is allocated and goes back to that
+    arena when freed, where the next allocation on that stream takes it without waiting
+    (CuPy 14.2 ``cupy/cuda/memory.pyx`` lines 1361-1370 and 1388-1398). The log says
+    ``("alloc", block, arena)`` and ``("free", block, arena)``; `unsafe_frees` reads it.
+    Other routines are NumPy's."""
+
+    uint8 = np.uint8
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+        self.Array = type("DeviceArray", (_DeviceArray,), {"pool": self})
+        self._blocks = itertools.count()
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def _stream(self) -> tuple[int, int]:
+        return _actual(self.cuda.get_current_stream().ptr)
+
+    def empty(self, shape, dtype=np.float64):
+        a = np.ndarray.__new__(self.Array, shape, dtype)  # owns its memory: views point here
+        a.block, arena = next(self._blocks), self._stream()
+        self.cuda.log.append(("alloc", a.block, arena))
+        weakref.finalize(a, self.cuda.log.append, ("free", a.block, arena))
+        return a
+
+    def zeros(self, shape, dtype=np.float64):
+        a = self.empty(shape, dtype)
+        a.view(np.ndarray).fill(0)
+        return a
+
+    def used(self, *args) -> None:
+        for a in args:
+            if isinstance(a, (list, tuple)):
+                self.used(*a)
+            elif isinstance(a, _DeviceArray):
+                while a.block is None and isinstance(a.base, _DeviceArray):
+                    a = a.base
+                if a.block is not None:
+                    self.cuda.log.append(("use", a.block, self._stream()))
+
+
+def unsafe_frees(log: list) -> list:
+    """``(block, arena, stream)`` for every block freed to its arena after a use on another
+    stream that neither a host wait nor a wait of the arena's stream covers: the next
+    allocation on that stream could take the block while the use still runs."""
+    bad = []
+    for at, entry in enumerate(log):
+        if entry[0] != "free":
+            continue
+        _, block, arena = entry
+        last_use = {e[2]: i for i, e in enumerate(log[:at])
+                    if e[0] == "use" and e[1] == block and e[2] != arena}
+        for stream, used_at in last_use.items():
+            if not any(isinstance(e, _Waited) and e.since > used_at
+                       and e in (("host waits for", stream), ("wait", arena, stream))
+                       for e in log[used_at + 1:at]):
+                bad.append((block, arena, stream))
+    return bad
 
 
 def _in_thread(fn):
@@ -202,6 +319,90 @@ def test_a_plan_last_used_on_its_own_stream_is_released_without_waiting():
     del plan
     gc.collect()
     assert cuda.log == []
+
+
+# --- the kernel path's training records: copied out of their plan, and back -------------------
+
+
+def test_the_pool_log_shows_a_block_freed_while_another_stream_may_use_it():
+    """Negative control of `unsafe_frees`: a block used on another stream goes back to its
+    arena safely only after the host, or the arena's stream, waited for that use."""
+    cuda = _Cuda(per_thread_default=False)
+    pool, other = _Pool(cuda), cuda.Stream()
+    a, b, c, d = (pool.empty(3) for _ in range(4))  # blocks 0-3, in the null stream's arena
+    with other:
+        a.copy(), b.copy(), c.copy()
+        done = other.record(cuda.Event())
+        d.copy()  # after the event
+    null, there = cuda.get_current_stream(), _actual(other.ptr)
+    del a  # nothing waited
+    null.wait_event(done)
+    del b, d
+    other.synchronize()
+    del c
+    assert unsafe_frees(cuda.log) == [(0, _actual(0), there), (3, _actual(0), there)]
+
+
+def _kernel_loop_device(cuda):
+    """The kernel path's loops computed on the host (`HostDevice`: the kernels' element code,
+    SciPy's BLAS) under `CupyDevice`'s stream and memory decisions, over `_Cuda` and
+    `_Pool`."""
+    pool = _Pool(cuda)
+    decisions = _kernel_device(cuda)
+    decisions.xp = pool
+    device = HostDevice(np.float64, xp=pool)
+    for name in ("attach", "before_use", "after_use", "stream", "before_free"):
+        setattr(device, name, getattr(decisions, name))
+    return device
+
+
+def _record_copied_out_and_back(cuda, evicting):
+    """Three live training records of one shape (two slots): the third forward, run through
+    `evicting`, copies the first record out of its plan; the first record's backward copies
+    it back into a slot (copying the second out). Checks the gradients, frees everything and
+    returns the engine's counters."""
+    engine, device = LoopEngine(mode=lambda: "eager"), _kernel_loop_device(cuda)
+    cs = cases(3, mask_kind="left")
+    first, second = fwd(engine, device, cs[0]), fwd(engine, device, cs[1])
+    third = evicting(lambda: fwd(engine, device, cs[2]))
+    grads = grads_for(0)
+    g = fused_loop.backward(device, first.saved, *grads)
+    plain = [a.view(np.ndarray) for a in outputs(first, g)]
+    counters = engine.snapshot()
+    del first, second, third, g, engine, device
+    gc.collect()
+    assert_close(plain, ref(cs[0], grads))
+    return counters
+
+
+@pytest.mark.parametrize("per_thread_default", [False, True])
+def test_a_record_copied_out_on_one_stream_and_back_on_another_is_freed_after_its_reads(
+        per_thread_default):
+    """The copies `_evict` makes belong to the pool arena of the evicting call's stream.
+    The record's backward on another stream reads them (copying them back into a plan) and
+    then drops them: the host must wait for those reads first, or that stream's next
+    allocation could take the memory while they still run."""
+    cuda = _Cuda(per_thread_default)
+    other = cuda.Stream()
+
+    def on_other(fn):
+        if per_thread_default:  # another thread's per-thread default stream
+            return _in_thread(fn)
+        with other:
+            return fn()
+
+    counters = _record_copied_out_and_back(cuda, on_other)
+    assert (counters["record_copies"], counters["record_restores"]) == (2, 1)
+    assert unsafe_frees(cuda.log) == []
+
+
+def test_a_record_copied_out_and_back_on_one_stream_waits_for_nothing():
+    cuda = _Cuda(per_thread_default=False)
+    counters = _record_copied_out_and_back(cuda, lambda fn: fn())
+    assert (counters["record_copies"], counters["record_restores"]) == (2, 1)
+    assert not any(isinstance(e, _Waited) for e in cuda.log)
+    assert sum(e[0] == "record" for e in cuda.log) == 4  # after each call's use of its plan
+    assert unsafe_frees(cuda.log) == []
 
 
 # --- the cuDNN path: backward on another thread -------------------------------------------------

@@ -163,14 +163,31 @@ class CupyDevice:
             _kernels.COLSUM_FINAL_PARAMS,
             {"partial": partial, "U": U, "chunks": chunks, "out": out}))
 
+    # --- fused_loop.Device: records copied out of their plan --------------------------------
+
+    def stream(self) -> tuple[int, int]:
+        """The `streams.stream_key` of the current stream, where new arrays come from: a
+        record's copies (``ndarray.copy``, ``cupy/_core/core.pyx`` line 861) are allocated from
+        that stream's arena of CuPy's pool (``cupy/cuda/memory.pyx`` lines 1361-1370)."""
+        return stream_key(self.xp.cuda.get_current_stream())
+
+    def before_free(self, allocated_on: tuple[int, int]) -> None:
+        """Arrays allocated on the stream `allocated_on` were just read on the current stream
+        and are dropped next. CuPy's pool returns them to their own stream's arena (lines
+        1388-1398), where that stream's next allocation takes them without waiting: from
+        another stream, the host waits for the reads (``Stream.synchronize``,
+        ``cupy/cuda/stream.pyx`` lines 270-272). On the same stream, nothing."""
+        stream = self.xp.cuda.get_current_stream()
+        if stream_key(stream) != allocated_on:
+            stream.synchronize()
+
     # --- loop_engine.LoopDevice ----------------------------------------------------------------
 
     def attach(self, plan: Plan) -> None:
         cp = self.xp
         cc = int(cp.cuda.Device(self.device_id).compute_capability)
         workspace = cp.empty(self._cublas.recommended_workspace_bytes(cc), cp.uint8)
-        plan.ctx = _PlanContext(workspace, cp.cuda.Event(disable_timing=True),
-                                stream_key(cp.cuda.get_current_stream()))
+        plan.ctx = _PlanContext(workspace, cp.cuda.Event(disable_timing=True), self.stream())
         weakref.finalize(plan, _release, plan.ctx).atexit = False
 
     def before_use(self, plan: Plan) -> None:

@@ -37,10 +37,13 @@ plus, on CUDA, one cuBLAS workspace (4 MiB, 32 MiB from sm_90). A training plan 
 plans, packed kernel arguments): an eager call only issues them, a graph call replays them.
 What a call returns is always a fresh array (copied out of the plan); a training call's
 record for backward (Z, hs, cs) stays in the plan until a later call needs the buffers while
-the record is alive, which copies it out first (`_evict`).
+the record is alive, which copies it out first (`_evict`, on that call's stream); its backward
+copies it all back into a plan (`_make_resident`, maybe on another stream) and drops the
+copies once the device says they may go (`Device.before_free`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
@@ -54,7 +57,12 @@ from .loop_engine import LoopDevice, LoopEngine, Plan
 class Device(LoopDevice, Protocol):
     """A `LoopDevice` with the loop's operations. `fwd_step`, `bwd_step` and `gemm` return
     zero-argument ops (see kernels/lstm_kernels.cu for the step arguments); `gemm` computes
-    ``out = a @ b`` (2-D or batched) through `lstm_gpu.cuda.gemm_plan`."""
+    ``out = a @ b`` (2-D or batched) through `lstm_gpu.cuda.gemm_plan`.
+
+    For records copied out of their plan: `stream()` names where work and new arrays go now
+    (None on the host); `before_free(allocated_on)` runs before arrays made on that stream,
+    just used on the current one, are dropped, and waits for that use where their memory
+    could otherwise be handed out again before the use ends."""
 
     xp: Any
 
@@ -62,12 +70,15 @@ class Device(LoopDevice, Protocol):
     def bwd_step(self, plan: Plan, **args) -> Callable[[], None]: ...
     def gemm(self, plan: Plan, a, b, out) -> Callable[[], None]: ...
     def colsum(self, src, *, ts, bs, gs, T, B, U, out) -> None: ...
+    def stream(self) -> Any: ...
+    def before_free(self, allocated_on: Any) -> None: ...
 
 
 @dataclass
 class Saved:
-    """What backward needs (kept only when training). z, hs and cs are the plan's buffers
-    while this record is the plan's resident, private copies after `_evict`."""
+    """What backward needs (kept only when training). z, hs, cs and mask are the plan's
+    buffers while this record is the plan's resident, private copies after `_evict`, made on
+    the stream `copied_on` (`Device.stream()`; None while resident)."""
 
     spec: CellSpec
     weights: Weights  # in the compute dtype
@@ -81,6 +92,7 @@ class Saved:
     cs: Any  # (T, B, U) c state after each step
     plan: Plan
     engine: LoopEngine
+    copied_on: Any = None
 
 
 @dataclass(frozen=True)
@@ -270,12 +282,13 @@ def _input_projection(xp, plan: Plan, x, W, mx, d: _Dims) -> None:
 _RECORD_BUFFERS = ("z", "hs", "cs", "mask")
 
 
-def _evict(record: Saved, plan: Plan) -> None:
+def _evict(device: Device, record: Saved, plan: Plan) -> None:
     """Copy a live record out of `plan` before another call overwrites its buffers."""
     for name in _RECORD_BUFFERS:
         arr = getattr(record, name)
         if arr is not None and arr is plan.buf[name]:
             setattr(record, name, arr.copy())
+    record.copied_on = device.stream()
 
 
 def _restore(device: Device, saved: Saved) -> Plan:
@@ -288,21 +301,27 @@ def _restore(device: Device, saved: Saved) -> Plan:
 
 
 def _make_resident(device: Device, saved: Saved, plan: Plan, d: _Dims) -> None:
-    """Copy a record that lives elsewhere into `plan` and make it the resident."""
+    """Copy a record that lives elsewhere into `plan` and make it the resident. All of its
+    private copies go back in, so that this is their only reader: they are dropped here,
+    after `before_free` (read on another stream than the one they were made on, they must
+    not return to that stream's memory before the reads end)."""
     if plan.resident() is saved:
         return
     xp = device.xp
     if saved.plan is not plan:
         # The record was copied out during a use of saved.plan, maybe on another stream.
         device.before_use(saved.plan)
-    saved.engine.claim(plan, saved, _evict)
+    saved.engine.claim(plan, saved, functools.partial(_evict, device))
     b = plan.buf
     b["z"][...] = saved.z
+    b["hs"][...] = saved.hs
     b["cs"][...] = saved.cs
     _load_record_inputs(xp, plan, d, saved.mask, saved.h0, saved.c0,
                         None if saved.dropout is None else saved.dropout.recurrent)
     _load_recurrent_weights(plan, saved.weights, d)
-    saved.z, saved.cs, saved.mask, saved.plan = b["z"], b["cs"], b["mask"], plan
+    device.before_free(saved.copied_on)
+    saved.z, saved.hs, saved.cs, saved.mask = b["z"], b["hs"], b["cs"], b["mask"]
+    saved.plan, saved.copied_on = plan, None
     saved.engine.count("record_restores")
 
 
@@ -350,7 +369,7 @@ def forward(device: Device, engine: LoopEngine, weights: Weights, x, mask, h0, c
             saved = Saved(spec=spec, weights=weights, x=x, mask=plan.buf["mask"], h0=h0,
                           c0=c0, dropout=dropout, z=plan.buf["z"], hs=plan.buf["hs"],
                           cs=plan.buf["cs"], plan=plan, engine=engine)
-            engine.claim(plan, saved, _evict)
+            engine.claim(plan, saved, functools.partial(_evict, device))
         b = plan.buf
         _input_projection(xp, plan, x, weights.kernel, mx, d)
         _load_record_inputs(xp, plan, d, mask, h0, c0, mr)

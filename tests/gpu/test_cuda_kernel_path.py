@@ -236,6 +236,47 @@ def test_returned_arrays_survive_later_calls(monkeypatch):
             np.testing.assert_array_equal(cp.asnumpy(a), b)
 
 
+def test_a_record_copied_out_on_one_stream_and_back_on_another(monkeypatch):
+    """Three live training records of one shape (two slots): the third forward, on another
+    stream, copies the first record out (its copies come from that stream's pool arena); the
+    first record's backward, queued on the null stream behind long GEMMs, copies them back
+    and drops them. The other stream then takes those blocks and overwrites them with NaN at
+    once: the backward must have read the copies first (the host waits before they are
+    dropped; the host-side proof is tests/test_stream_order.py)."""
+    import cupy as cp
+
+    from lstm_gpu.paths import cuda_kernels
+
+    monkeypatch.setenv(cuda_kernels.LOOP_ENV, "graph")
+    cuda_kernels.clear_graphs()
+    T, B, F, U = 40, 8, 12, 32
+    spec = CellSpec(U, activations.get("tanh"), activations.get("sigmoid"), True, False, 2)
+    cases = [_case((T, B, F, U), np.float64, "left", 0, False, True, seed=s) for s in range(3)]
+    before = cuda_kernels.graph_stats()
+    res = [cuda_kernels.forward(*_device_args(case)[:5], spec, None, True)
+           for case, _ in cases[:2]]
+    other = cp.cuda.Stream(non_blocking=True)
+    with other:
+        res.append(cuda_kernels.forward(*_device_args(cases[2][0])[:5], spec, None, True))
+    other.synchronize()
+    case, grads = cases[0]
+    d = {k: cp.asarray(v) for k, v in grads.items()}
+    busy = cp.ones((4096, 4096))
+    for _ in range(4):  # some milliseconds of work ahead of the copy back, on the null stream
+        busy = (busy @ busy) * (1 / 4096)
+    g = cuda_kernels.backward(res[0].saved, d["last"], d["seq"], d["h"], d["c"])
+    with other:  # blocks of the copies' sizes from their arena (a few, to take theirs too)
+        junk = [cp.full(shape, np.nan) for shape in [(T, B, 4 * U), (T, B, U), (T, B, U)] * 4]
+        junk += [cp.full((T, B), 255, cp.uint8) for _ in range(4)]
+    cp.cuda.Device().synchronize()
+    stats = cuda_kernels.graph_stats()
+    assert stats["record_copies"] - before["record_copies"] == 2, stats
+    assert stats["record_restores"] - before["record_restores"] == 1, stats
+    got = [res[0].last, res[0].sequence, res[0].h, res[0].c, g.inputs, g.h0, g.c0, g.kernel,
+           g.recurrent_kernel, g.bias]
+    _compare(got, _reference(case, grads, spec), np.float64)
+
+
 def test_cublas_binding_gemm_matches_cupy_and_captures():
     """Our binding on the planner's arguments: transposed, offset and batched operands, then
     the same GEMM captured into a CUDA graph (CuPy's own matmul is refused there)."""
