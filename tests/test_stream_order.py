@@ -26,7 +26,7 @@ from lstm_gpu.paths import fused_loop
 from lstm_gpu.paths.loop_engine import LoopEngine, Plan
 
 from lstm_host_lib import HostDevice
-from test_loop_engine_host import assert_close, cases, fwd, grads_for, outputs, ref
+from test_loop_engine_host import _args, assert_close, cases, fwd, grads_for, outputs, ref
 
 
 def _actual(ptr: int) -> tuple[int, int]:
@@ -403,6 +403,45 @@ def test_a_record_copied_out_and_back_on_one_stream_waits_for_nothing():
     assert not any(isinstance(e, _Waited) for e in cuda.log)
     assert sum(e[0] == "record" for e in cuda.log) == 4  # after each call's use of its plan
     assert unsafe_frees(cuda.log) == []
+
+
+@pytest.mark.parametrize("per_thread_default", [False, True])
+def test_a_records_own_arrays_read_by_a_backward_on_another_stream_are_freed_after_the_reads(
+        per_thread_default):
+    """The arrays a record holds that are not its plan's (x, h0, c0: the layer made them on the
+    forward's stream) are read by a backward on another stream and freed when the record
+    goes: the host must have waited for those reads by then."""
+    cuda = _Cuda(per_thread_default)
+    other = cuda.Stream()
+    engine, device = LoopEngine(mode=lambda: "eager"), _kernel_loop_device(cuda)
+    w, x, mask, h0, c0, spec, drop = _args(cases(1, mask_kind="left")[0])
+
+    def on_device(a):
+        out = device.xp.empty(a.shape, a.dtype)
+        out.view(np.ndarray)[...] = a
+        return out
+
+    res = fused_loop.forward(device, engine, w, on_device(x), mask, on_device(h0),
+                             on_device(c0), spec, drop, True)
+
+    def backward():
+        if per_thread_default:  # another thread's per-thread default stream
+            return _in_thread(lambda: fused_loop.backward(device, res.saved, *grads_for(0)))
+        with other:
+            return fused_loop.backward(device, res.saved, *grads_for(0))
+
+    g = backward()
+    del res, g, engine, device
+    gc.collect()
+    assert unsafe_frees(cuda.log) == []
+
+
+def test_a_backward_on_its_forwards_stream_waits_for_nothing():
+    cuda = _Cuda(per_thread_default=False)
+    engine, device = LoopEngine(mode=lambda: "eager"), _kernel_loop_device(cuda)
+    res = fwd(engine, device, cases(1)[0])
+    fused_loop.backward(device, res.saved, *grads_for(0))
+    assert not any(isinstance(e, _Waited) for e in cuda.log)
 
 
 # --- the cuDNN path: backward on another thread -------------------------------------------------

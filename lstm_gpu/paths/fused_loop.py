@@ -78,7 +78,8 @@ class Device(LoopDevice, Protocol):
 class Saved:
     """What backward needs (kept only when training). z, hs, cs and mask are the plan's
     buffers while this record is the plan's resident, private copies after `_evict`, made on
-    the stream `copied_on` (`Device.stream()`; None while resident)."""
+    the stream `copied_on` (`Device.stream()`; None while resident). x, h0, c0 and the
+    weights and masks cast to the compute dtype were made on the forward's stream, `made_on`."""
 
     spec: CellSpec
     weights: Weights  # in the compute dtype
@@ -93,6 +94,7 @@ class Saved:
     plan: Plan
     engine: LoopEngine
     copied_on: Any = None
+    made_on: Any = None
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,7 @@ def forward(device: Device, engine: LoopEngine, weights: Weights, x, mask, h0, c
         if training:
             saved = Saved(spec=spec, weights=weights, x=x, mask=plan.buf["mask"], h0=h0,
                           c0=c0, dropout=dropout, z=plan.buf["z"], hs=plan.buf["hs"],
-                          cs=plan.buf["cs"], plan=plan, engine=engine)
+                          cs=plan.buf["cs"], plan=plan, engine=engine, made_on=device.stream())
             engine.claim(plan, saved, functools.partial(_evict, device))
         b = plan.buf
         _input_projection(xp, plan, x, weights.kernel, mx, d)
@@ -434,7 +436,11 @@ def backward(device: Device, saved: Saved, d_last, d_sequence, d_h, d_c) -> Grad
         engine.run(device, plan, kind)
         mr = None if saved.dropout is None else saved.dropout.recurrent
         rec = (b["dh_rec"] * mr).sum(axis=0) if mr is not None else b["dh_rec"]
-        return _weight_gradients(device, saved, b["dZ"], b["dh"] + rec, b["dc"].copy())
+        grads = _weight_gradients(device, saved, b["dZ"], b["dh"] + rec, b["dc"].copy())
+    # The record's own arrays are freed with the record, into the forward stream's memory:
+    # from another stream, wait for this backward's reads of them first.
+    device.before_free(saved.made_on)
+    return grads
 
 
 def _weight_gradients(device: Device, saved: Saved, dZ, dh0, dc0) -> Gradients:
