@@ -9,6 +9,7 @@ torch backend, and skips the calling test cleanly when Keras (or torch) is missi
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -345,3 +346,21 @@ def random_upstream(outputs: Sequence, seed: int = 5, drop: Sequence[int] = ()) 
 def upstream_arg(upstream: Sequence, return_state: bool):
     """The argument of `layer.backward`: an array, or a tuple (d_output, d_h, d_c)."""
     return tuple(upstream) if return_state else upstream[0]
+
+
+def run_in_thread(fn: Callable[[], Any]) -> Any:
+    """fn() run in a new thread: its result, or its exception re-raised here."""
+    out, errors = [], []
+
+    def run():
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+    return out[0]

@@ -12,6 +12,7 @@ import pytest
 
 import lstm_reference as ref
 from fake_cudnn import FakeCupy, OnFakeDevice, fake_core
+from lstm_testlib import run_in_thread
 from lstm_gpu import activations, dispatch, gpu_routing
 from lstm_gpu.errors import CudnnError, CudnnNotAvailable, PathUnavailable
 from lstm_gpu.paths import cudnn as cudnn_path
@@ -280,21 +281,14 @@ def test_backward_on_another_thread_uses_that_threads_handle_and_descriptors():
     core, cp, api = fake_core()
     x, h0, c0, w = _problem(9)
     *_, token = _forward(core, cp, x, h0, c0, w)
-    out, errors = [], []
 
-    def run():
-        try:  # the fake raises if a handle or descriptor of another thread is used
-            out.append(core.backward(token, cp.asarray(np.ones((T, B, U))), cp.zeros((B, U)),
-                                     cp.zeros((B, U))))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+    def backward_here() -> int:  # the fake raises on another thread's handle or descriptor
+        core.backward(token, cp.asarray(np.ones((T, B, U))), cp.zeros((B, U)), cp.zeros((B, U)))
+        return threading.get_ident()
 
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    assert not errors, errors
+    ident = run_in_thread(backward_here)
     fwd, *bwd = [c for c in api.calls if c["name"].startswith("rnn")]
-    assert {c["thread"] for c in bwd} == {t.ident} and fwd["thread"] != t.ident
+    assert {c["thread"] for c in bwd} == {ident} and fwd["thread"] != ident
     assert {id(c["handle"]) for c in bwd} != {id(fwd["handle"])}
 
 

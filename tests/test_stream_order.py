@@ -26,6 +26,7 @@ from lstm_gpu.paths import fused_loop
 from lstm_gpu.paths.loop_engine import LoopEngine, Plan
 
 from lstm_host_lib import HostDevice
+from lstm_testlib import run_in_thread
 from test_loop_engine_host import _args, assert_close, cases, fwd, grads_for, outputs, ref
 
 
@@ -202,22 +203,6 @@ def unsafe_frees(log: list) -> list:
     return bad
 
 
-def _in_thread(fn):
-    out, errors = [], []
-
-    def run():
-        try:
-            out.append(fn())
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    assert not errors, errors
-    return out[0]
-
-
 def test_the_per_thread_stream_handle_is_cupys_and_cudas():
     cupy = pytest.importorskip("cupy")
     from cupy_backends.cuda.api import runtime
@@ -229,12 +214,12 @@ def test_the_per_thread_stream_handle_is_cupys_and_cudas():
 def test_stream_keys():
     cuda = _Cuda(per_thread_default=True)
     mine = streams.stream_key(cuda.default)
-    theirs = _in_thread(lambda: streams.stream_key(cuda.default))
+    theirs = run_in_thread(lambda: streams.stream_key(cuda.default))
     assert mine != theirs and mine[0] == theirs[0] == 2
     assert streams.of_another_thread(theirs) and not streams.of_another_thread(mine)
     null, other = _Stream(cuda, 0), cuda.Stream()
-    assert streams.stream_key(null) == _in_thread(lambda: streams.stream_key(null))
-    assert not streams.of_another_thread(_in_thread(lambda: streams.stream_key(other)))
+    assert streams.stream_key(null) == run_in_thread(lambda: streams.stream_key(null))
+    assert not streams.of_another_thread(run_in_thread(lambda: streams.stream_key(other)))
 
 
 # --- the kernel path's plans --------------------------------------------------------------------
@@ -261,7 +246,7 @@ def test_a_plan_used_by_two_threads_on_per_thread_streams_is_ordered():
     device = _kernel_device(cuda)
     plan = Plan(("k",), False)
     device.attach(plan)
-    _in_thread(lambda: _use(device, plan))
+    run_in_thread(lambda: _use(device, plan))
     first_use = cuda.log[-1]
     assert first_use[0] == "record" and first_use[1] != _actual(2)
     cuda.log.clear()
@@ -298,7 +283,7 @@ def test_plan_buffers_go_back_to_the_pool_after_their_last_use_on_another_stream
             _use(device, plan)
         return _actual(other.ptr)
 
-    elsewhere = use_elsewhere() if not per_thread_default else _in_thread(
+    elsewhere = use_elsewhere() if not per_thread_default else run_in_thread(
         lambda: (_use(device, plan), _actual(2))[1])
     cuda.log.clear()
     del plan
@@ -387,7 +372,7 @@ def test_a_record_copied_out_on_one_stream_and_back_on_another_is_freed_after_it
 
     def on_other(fn):
         if per_thread_default:  # another thread's per-thread default stream
-            return _in_thread(fn)
+            return run_in_thread(fn)
         with other:
             return fn()
 
@@ -426,7 +411,7 @@ def test_a_records_own_arrays_read_by_a_backward_on_another_stream_are_freed_aft
 
     def backward():
         if per_thread_default:  # another thread's per-thread default stream
-            return _in_thread(lambda: fused_loop.backward(device, res.saved, *grads_for(0)))
+            return run_in_thread(lambda: fused_loop.backward(device, res.saved, *grads_for(0)))
         with other:
             return fused_loop.backward(device, res.saved, *grads_for(0))
 
@@ -477,7 +462,7 @@ def test_cudnn_backward_after_a_forward_on_another_threads_per_thread_stream():
     lengths = np.full(B, T, np.int32)
     *_, token = core.forward(ws, x, lengths, h0, c0, True)
     assert cuda.log == [("record", _actual(2))]
-    there = _in_thread(lambda: (core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)),
+    there = run_in_thread(lambda: (core.backward(token, cp.zeros((T, B, U)), cp.zeros((B, U)),
                                               cp.zeros((B, U))), _actual(2))[1])
     assert cuda.log[1:] == [("wait", there, _actual(2)), ("record", there),
                             ("host waits for", there)]
