@@ -89,9 +89,23 @@ def is_available() -> bool:
     return unavailable_reason() is None
 
 
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+
+
 def isa() -> Optional[str]:
-    """The SIMD level the core picked on this CPU ("avx512", "avx2", "baseline"), or None."""
+    """The SIMD level the core runs ("avx512", "avx2", "baseline"; the best this CPU runs
+    unless set_isa() lowered it), or None."""
     return _state["core"].isa() if is_available() else None
+
+
+def set_isa(level: Optional[str]) -> str:
+    """Run the core's code for a lower SIMD level than this CPU's best (one of ISA_LEVELS;
+    None: the best again), for tests and comparisons. Returns the previous level; ValueError
+    for a level the CPU does not run."""
+    if level is not None and level not in ISA_LEVELS:
+        raise ValueError(f"Argument `level` must be one of {', '.join(ISA_LEVELS)} or None. "
+                         f"Received: level={level!r}")
+    return _core().set_isa(level)
 
 
 def _default_threads() -> int:
