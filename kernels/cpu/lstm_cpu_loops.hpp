@@ -282,7 +282,9 @@ template <typename T> struct ForwardOut {
     T* seq;                      // (T, B, U) outputs
     T* h;                        // (B, U) last h state
     T* c;                        // (B, U) last c state
-    T* Z;                        // (T, B, 4U) pre-activations (saved when training)
+    T* Z;                        // (T, B, 4U) pre-activations (saved when training), or
+                                 // one step's (B, 4U) scratch in inference
+    idx_t z_step;                // B * 4U, or 0 for the scratch
     T* HS;                       // (T, B, U) h after each step, or null (inference)
     T* CS;                       // (T, B, U) c after each step, or null (inference)
 };
@@ -333,33 +335,31 @@ const T* gate_input(const Problem<T>& P, int k, idx_t r0, idx_t r1, T* scratch) 
 }
 
 template <typename T>
-void forward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel, int threads,
+void forward(const Kernels<T>& kern, const Parallel& parallel, int threads,
              const Problem<T>& P, const ForwardOut<T>& out) {
     const idx_t TT = P.T_, B = P.B, F = P.F, U = P.U, G4 = 4 * U, rows = TT * B, n = B * U;
     if (TT == 0 || B == 0) return;
-    const int in_gates = P.mx_gates == 4 ? 4 : 1;
-    std::vector<T> xm(P.mx != nullptr ? (size_t)(rows * F) : 0);
 
-    // Z = x @ W (+ bias), over row slices.
-    const int proj_parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
-    parallel(proj_parts, [&](int part) {
-        idx_t r0, r1;
-        split(rows, proj_parts, part, &r0, &r1);
-        T* Zs = out.Z + r0 * G4;
-        for (idx_t r = r0; r < r1; ++r)
-            for (idx_t j = 0; j < G4; ++j) Zs[(r - r0) * G4 + j] = P.bias ? P.bias[j] : T(0);
-        for (int k = 0; k < in_gates; ++k) {
-            const T* xin = gate_input(P, k, r0, r1, xm.data()) + r0 * F;
-            const idx_t cols = in_gates == 4 ? U : G4;
-            gemm<T>(blas, false, false, r1 - r0, cols, F, xin, F, P.W + k * U, G4, T(1), Zs + k * U,
-                    G4);
-        }
-    });
+    // The input operand with dropout: x * mx, (rows, F), or x * mx_k per gate block k,
+    // (4, rows, F), over row slices.
+    const int in_gates = P.mx_gates == 4 ? 4 : 1;
+    std::vector<T> xm(P.mx != nullptr ? (size_t)(in_gates * rows * F) : 0);
+    if (P.mx != nullptr) {
+        const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
+        parallel(parts, [&](int part) {
+            idx_t r0, r1;
+            split(rows, parts, part, &r0, &r1);
+            for (int k = 0; k < in_gates; ++k)
+                masked_rows(P.x, P.mx + k * B * F, r0, r1, B, F, xm.data() + k * rows * F);
+        });
+    }
+    const T* xin = P.mx != nullptr ? xm.data() : P.x;
+    const idx_t x_gate = in_gates == 4 ? rows * F : 0;
 
     // The time loop, one batch slice per thread.
     static thread_local Packed<T> calling_thread_packed;  // keeps its capacity between calls
     Packed<T>& packed = calling_thread_packed;  // the workers read the calling thread's
-    pack_gates(P.R, U, kern.geometry, &packed);
+    pack_gates(P.W, F, P.R, U, P.bias, kern.geometry, &packed);
     std::vector<T> zeros(n, T(0));
     std::vector<T> h_rec(P.mr != nullptr ? (size_t)(4 * n) : 0);
     const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
@@ -384,7 +384,7 @@ void forward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel,
         p.act = P.act;
         p.ract = P.ract;
         for (idx_t t = 0; t < TT; ++t) {
-            T* Zt = out.Z + t * B * G4;
+            T* Zt = out.Z + t * out.z_step;
             p.z = Zt;
             if (training) {
                 p.h_prev = t == 0 ? P.h0 : out.HS + (t - 1) * n;
@@ -398,10 +398,15 @@ void forward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel,
             p.out_prev = (t == 0 || P.zero_output) ? zeros.data() : out.seq + (t - 1) * n;
             p.out = out.seq + t * n;
             p.mask = P.mask != nullptr ? P.mask + t * B : nullptr;
-            // Z[t] += h_{t-1} @ R (h * mr_k for gate block k with recurrent dropout)
+            // Z[t] = bias + x[t] @ W + h_{t-1} @ R (x * mx_k, h * mr_k for gate block k with
+            // dropout)
             const bool rec = P.mr != nullptr;
-            const PanelGemm<T> g{&packed, rec ? h_rec.data() : p.h_prev, U, rec ? n : 0, Zt,
-                                 G4, 0, U, true};
+            PanelGemm<T> g;
+            g.B = &packed;
+            g.seg[0] = Segment<T>{xin + t * B * F, F, x_gate, 0, F};
+            g.seg[1] = Segment<T>{rec ? h_rec.data() : p.h_prev, U, rec ? n : 0, F, U};
+            g.C = Zt;
+            g.ldc = G4;
             kern.gemm(g, b0, b1, 0, packed.count);
             kern.fwd(p, b0, b1);
         }
@@ -470,8 +475,11 @@ void backward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel
             // DH = dZ[t] @ R^T (per gate block k, into dh_rec[k], with recurrent dropout)
             for (int k = 0; k < rec_gates; ++k) {
                 const idx_t k0 = rec_gates == 4 ? k * U : 0;
-                const PanelGemm<T> g{&packed, p.dz, G4, 0, dh_rec.data() + k * n, U, k0,
-                                     G4 / rec_gates, false};
+                PanelGemm<T> g;
+                g.B = &packed;
+                g.seg[0] = Segment<T>{p.dz + k0, G4, 0, k0, G4 / rec_gates};
+                g.C = dh_rec.data() + k * n;
+                g.ldc = U;
                 kern.gemm(g, b0, b1, 0, packed.count);
             }
         }

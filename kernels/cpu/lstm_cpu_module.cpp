@@ -18,7 +18,7 @@
 //            dZ|None, dx, dh0, dc0, dW, dR, dbias|None)
 // Z (forward) and dZ (backward) may be None: the core then uses a scratch buffer of the
 // calling thread, kept for its next call (fresh pages from the allocator on every call cost
-// several percent at large shapes: the kernel zeroes them).
+// several percent at large shapes: the kernel zeroes them); forward's is one step's (B, 4U).
 //   act_fn(act, x, y), act_grad(act, x, y, dy)     (the activations, for the tests)
 //   isa() -> "avx512" | "avx2" | "baseline"
 //   set_isa(name | None) -> previous name           (a lower ISA's code, for the tests;
@@ -396,10 +396,11 @@ template <typename T> void run_forward(const Common& c, const View& bias, const 
     out.seq = (T*)seq.data();
     out.h = (T*)h.data();
     out.c = (T*)cc.data();
-    out.Z = or_scratch<T>((T*)Z.data(), c.T_ * c.B * 4 * c.U);
+    out.Z = or_scratch<T>((T*)Z.data(), c.B * 4 * c.U);
+    out.z_step = Z.present() ? c.B * 4 * c.U : 0;
     out.HS = (T*)HS.data();
     out.CS = (T*)CS.data();
-    forward<T>(g_blas, kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, out);
+    forward<T>(kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, out);
 }
 
 PyObject* py_forward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
