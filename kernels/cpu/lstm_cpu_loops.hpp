@@ -14,8 +14,10 @@
 // Z keeps the fused layout (T, B, 4U) in every case: a per-gate GEMM writes its column block.
 //
 // Samples are independent, so the batch is split into slices and each thread runs the whole
-// time loop of its slice (its own GEMMs on its rows) with no synchronisation per step; the
-// large GEMMs before and after the loop are split over rows or columns.
+// time loop of its slice (its own products on its rows) with no synchronisation per step;
+// the large GEMMs after the backward loop are split over rows or columns. A slice has at
+// least kMinSliceRows rows (measured: two slices of 4 rows beat one of 8; with fewer rows
+// a step's work is about a microsecond, as long as handing it to another core).
 //
 // Layouts: every array is C-contiguous, time-major (T, B, ...), Keras weight layout
 // W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS is reached through cblas function
@@ -308,6 +310,13 @@ template <typename T> struct BackwardIO {
 
 typedef std::function<void(int, const std::function<void(int)>&)> Parallel;
 
+constexpr idx_t kMinSliceRows = 4;
+
+// Batch slices for the time loops: one per thread, each of at least kMinSliceRows rows.
+inline int batch_slices(int threads, idx_t B) {
+    return (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / kMinSliceRows));
+}
+
 // [begin, end) of part i of n equal parts of [0, total).
 inline void split(idx_t total, int n, int i, idx_t* begin, idx_t* end) {
     *begin = total * i / n;
@@ -362,7 +371,7 @@ void forward(const Kernels<T>& kern, const Parallel& parallel, int threads,
     pack_gates(P.W, F, P.R, U, P.bias, kern.geometry, &packed);
     std::vector<T> zeros(n, T(0));
     std::vector<T> h_rec(P.mr != nullptr ? (size_t)(4 * n) : 0);
-    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    const int parts = batch_slices(threads, B);
     const bool training = out.HS != nullptr;
     parallel(parts, [&](int part) {
         idx_t b0, b1;
@@ -447,7 +456,7 @@ void backward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel
     static thread_local Packed<T> calling_thread_packed;  // keeps its capacity between calls
     Packed<T>& packed = calling_thread_packed;  // the workers read the calling thread's
     pack_transposed(P.R, U, kern.geometry, &packed);
-    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    const int parts = batch_slices(threads, B);
     parallel(parts, [&](int part) {
         idx_t b0, b1;
         split(B, parts, part, &b0, &b1);
