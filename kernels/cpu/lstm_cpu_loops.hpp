@@ -1,17 +1,19 @@
 // lstm_cpu_loops.hpp -- the CPU core's time loops over the element code of lstm_cell.cuh.
 //
-// The algorithm of the CUDA kernel path (lstm_gpu/paths/fused_loop.py), on the host:
+// The algorithm of the CUDA kernel path (lstm_gpu/paths/fused_loop.py), on the host, with
+// the input projection moved into the loop:
 //
-//   forward   Z = x @ W + bias for all steps at once        (T*B, 4U), one large GEMM
-//             per step t:  Z[t] += h_{t-1} @ R               GEMM, accumulating in place
-//                          one pass over the rows: cell_step (lstm_cell.cuh) per element
-//   backward  per step t (reverse): one pass over the rows: cell_step_backward per element,
-//                          writing dZ[t];  DH = dZ[t] @ R^T  GEMM, read by step t-1
-//             then dW = X^T dZ, dR = Hprev^T dZ, dx = dZ W^T (large GEMMs), dbias = colsum dZ
+//   forward   per step t:  Z[t] = bias + x_t @ W + h_{t-1} @ R   one packed product
+//                          (packed_gemm.hpp: [W; R] packed once per call)
+//                          one pass over the rows: the cell (lstm_cell.cuh) per element
+//   backward  per step t (reverse): one pass over the rows: the cell's gradient per element,
+//                          writing dZ[t];  DH = dZ[t] @ R^T  packed product, read by t-1
+//             then dW = X^T dZ, dR = Hprev^T dZ, dx = dZ W^T (large BLAS GEMMs),
+//             dbias = colsum dZ
 //
-// With recurrent dropout (masks mr, (4, B, U)) the recurrent GEMM is per gate, on h * mr_k;
-// with per-gate input dropout (mx, (4, B, F)) the input GEMMs are per gate, on x * mx_k.
-// Z keeps the fused layout (T, B, 4U) in every case: a per-gate GEMM writes its column block.
+// With recurrent dropout (masks mr, (4, B, U)) the recurrent operand is per gate, h * mr_k;
+// with per-gate input dropout (mx, (4, B, F)) the input operand is per gate, x * mx_k.
+// Z keeps the fused layout (T, B, 4U) in every case (inference: one step's (B, 4U)).
 //
 // Samples are independent, so the batch is split into slices and each thread runs the whole
 // time loop of its slice (its own products on its rows) with no synchronisation per step;
@@ -20,8 +22,8 @@
 // a step's work is about a microsecond, as long as handing it to another core).
 //
 // Layouts: every array is C-contiguous, time-major (T, B, ...), Keras weight layout
-// W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS is reached through cblas function
-// pointers handed over at run time (lstm_gpu/paths/cpu_native.py).
+// W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS (backward's large GEMMs) is reached
+// through cblas function pointers handed over at run time (lstm_gpu/paths/cpu_native.py).
 #pragma once
 
 #include <stddef.h>
@@ -358,8 +360,7 @@ void forward(const Kernels<T>& kern, const Parallel& parallel, int threads,
         parallel(parts, [&](int part) {
             idx_t r0, r1;
             split(rows, parts, part, &r0, &r1);
-            for (int k = 0; k < in_gates; ++k)
-                masked_rows(P.x, P.mx + k * B * F, r0, r1, B, F, xm.data() + k * rows * F);
+            for (int k = 0; k < in_gates; ++k) gate_input(P, k, r0, r1, xm.data() + k * rows * F);
         });
     }
     const T* xin = P.mx != nullptr ? xm.data() : P.x;
