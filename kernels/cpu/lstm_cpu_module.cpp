@@ -119,23 +119,24 @@ std::atomic<int> g_isa{g_max_isa};
             &NS::gemm<T>, NS::geometry<T>()                                                  \
     }
 
+// An ISA variant's product, and its element passes where they vectorise (float, tanh and
+// sigmoid); the baseline's passes otherwise.
+#define LSTM_TAKE_ISA(NS)                                                                    \
+    do {                                                                                     \
+        if constexpr (sizeof(T) == 4) {                                                      \
+            if (tanh_sigmoid) k = LSTM_KERNELS(NS, T, TANH, SIGM);                           \
+        }                                                                                    \
+        k.gemm = &NS::gemm<T>;                                                               \
+        k.geometry = NS::geometry<T>();                                                      \
+    } while (0)
+
 template <typename T> Kernels<T> kernels_of(Isa isa, bool tanh_sigmoid) {
     constexpr int TANH = lstm::ACT_TANH, SIGM = lstm::ACT_SIGMOID, DYN = lstm::ACT_DYNAMIC;
     Kernels<T> k = tanh_sigmoid ? LSTM_KERNELS(isa_base, T, TANH, SIGM)
                                 : LSTM_KERNELS(isa_base, T, DYN, DYN);
 #ifdef LSTM_CPU_X86
-    const bool vector_passes = tanh_sigmoid && sizeof(T) == 4;
-    if (isa == ISA_AVX512) {
-        const Kernels<T> v = LSTM_KERNELS(isa_avx512, T, TANH, SIGM);
-        if (vector_passes) k = v;
-        k.gemm = v.gemm;
-        k.geometry = v.geometry;
-    } else if (isa == ISA_AVX2) {
-        const Kernels<T> v = LSTM_KERNELS(isa_avx2, T, TANH, SIGM);
-        if (vector_passes) k = v;
-        k.gemm = v.gemm;
-        k.geometry = v.geometry;
-    }
+    if (isa == ISA_AVX512) LSTM_TAKE_ISA(isa_avx512);
+    if (isa == ISA_AVX2) LSTM_TAKE_ISA(isa_avx2);
 #else
     (void)isa;
 #endif

@@ -22,10 +22,14 @@
 // GCC 12 warns about its own intrinsics (min, max, roundscale, scalef start from an undefined
 // vector that the instruction overwrites) wherever they are inlined; the warning's location
 // is the header's, hence the pragma around its inclusion.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #include "../lstm_cell.cuh"
 
