@@ -1,4 +1,4 @@
-// packed_gemm.hpp -- the time loops' per-step products, on recurrent weights packed once per call.
+// packed_gemm.hpp -- the time loops' per-step products, on weights packed once per call.
 //
 //   forward   Z[t] (B, 4U) = bias + Xin[t] (B, F) @ W (F, 4U) + Hin (B, U) @ R (U, 4U)
 //             Xin = x, or x * mx_k for gate block k;  Hin = h, or h * mr_k (dropout)
@@ -44,7 +44,8 @@ using lstm::idx_t;
 #if defined(__GNUC__) || defined(__clang__)
 #if defined(__GNUC__) && !defined(__clang__)
 // Vectors wider than the baseline are passed between inline functions; every use is inlined
-// into a function of the matching ISA (flatten), so no call crosses the ABI GCC warns about.
+// into a function of the matching ISA (flatten), so no call crosses the ABI GCC warns about
+// (for the rest of the translation unit: the warning points wherever such a value flows).
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 template <typename T, int BYTES> struct Simd {
