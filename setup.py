@@ -18,7 +18,8 @@ CORE = "lstm_gpu._cpu_core"
 REASON_FILE = "_cpu_core.unavailable"
 SOURCES = ["kernels/cpu/lstm_cpu_module.cpp"]
 DEPENDS = ["kernels/lstm_cell.cuh", "kernels/cpu/lstm_cpu_loops.hpp", "kernels/cpu/vmath.h",
-           "kernels/cpu/thread_pool.hpp"]
+           "kernels/cpu/packed_gemm.hpp", "kernels/cpu/thread_pool.hpp",
+           "kernels/cpu/vmath_avx512.h"]
 # No -ffast-math: IEEE semantics as in NumPy (the vectorised exp/tanh are in kernels/cpu/
 # vmath.h). The instruction set is chosen at load time, so no -march here either.
 UNIX_FLAGS = ["-std=c++17", "-O3", "-g0", "-fvisibility=hidden", "-fno-fast-math"]

@@ -132,8 +132,12 @@ template <typename T> LSTM_HD T hard_sigmoid(T x) {
 
 // y = act(x). Formulas mirror lstm_gpu/activations.py term by term. NaN in, NaN out, for
 // every activation (as Keras's): a comparison with NaN is false, so without this test the
-// piecewise ones (relu, the shrinks, celu) would return a number.
+// piecewise ones (relu, the shrinks, celu) would return a number. tanh and sigmoid give NaN
+// for NaN by themselves and skip the test: as a branch around the whole formula it turns
+// their vectorised CPU loops into masked code (twice the divisions).
 template <typename T> LSTM_HD T act_fn(int act, T x) {
+    if (act == ACT_TANH) return M<T>::tanh(x);
+    if (act == ACT_SIGMOID) return sigmoid(x);
     if (x != x) return x;
     switch (act) {
     case ACT_LINEAR: return x;
@@ -181,8 +185,11 @@ template <typename T> LSTM_HD T act_fn(int act, T x) {
 }
 
 // dy/dx given x and y = act(x) (as lstm_gpu.activations' grad(x, y)); NaN at NaN, for every
-// activation, so no gradient through a NaN pre-activation is finite.
+// activation, so no gradient through a NaN pre-activation is finite (tanh's and sigmoid's
+// through y, which is NaN there).
 template <typename T> LSTM_HD T act_grad(int act, T x, T y) {
+    if (act == ACT_TANH) return T(1) - y * y;
+    if (act == ACT_SIGMOID) return y * (T(1) - y);
     if (x != x) return x;
     switch (act) {
     case ACT_LINEAR: return T(1);
@@ -262,13 +269,28 @@ template <typename T> LSTM_HD T cell_c(const Gates<T>& q, T c_prev) {
     return q.f * c_prev + q.i * q.g;
 }
 
-// Backward of one valid step. dh, dc: gradients w.r.t. h_new and c_new (dc already holds the
-// carried state gradient). Writes dz_i..dz_o and returns the gradient w.r.t. c_prev.
+// What backward recomputes of one step's forward: the gates and phi(c_new).
+template <typename T> struct CellActs {
+    Gates<T> q;
+    T tc;
+};
+
 template <typename T>
-LSTM_HD T cell_backward(int act, int ract, T zi, T zf, T zc, T zo, T c_prev, T c_new, T dh,
-                        T dc, T* dzi, T* dzf, T* dzc, T* dzo) {
-    Gates<T> q = gates_forward<T>(act, ract, zi, zf, zc, zo);
-    T tc = act_fn<T>(act, c_new);
+LSTM_HD CellActs<T> cell_acts(int act, int ract, T zi, T zf, T zc, T zo, T c_new) {
+    CellActs<T> a;
+    a.q = gates_forward<T>(act, ract, zi, zf, zc, zo);
+    a.tc = act_fn<T>(act, c_new);
+    return a;
+}
+
+// Backward of one valid step, given its recomputed activations a. dh, dc: gradients w.r.t.
+// h_new and c_new (dc already holds the carried state gradient). Writes dz_i..dz_o and
+// returns the gradient w.r.t. c_prev.
+template <typename T>
+LSTM_HD T cell_backward(int act, int ract, const CellActs<T>& a, T zi, T zf, T zc, T zo,
+                        T c_prev, T c_new, T dh, T dc, T* dzi, T* dzf, T* dzc, T* dzo) {
+    const Gates<T>& q = a.q;
+    const T tc = a.tc;
     T dct = dc + dh * q.o * act_grad<T>(act, c_new, tc);
     *dzi = dct * q.g * act_grad<T>(ract, zi, q.i);
     *dzf = dct * c_prev * act_grad<T>(ract, zf, q.f);
@@ -291,19 +313,26 @@ template <typename T> struct CellState {
     T h, c, out;
 };
 
-// The cell update where the step is valid, the mask rule where it is not; out_masked is
-// what a masked step outputs (masked_output).
+// The state after a step from the output gate o, c_new = cell_c(q, c_prev) and
+// tc = phi(c_new): the cell update where the step is valid, the mask rule where it is not;
+// out_masked is what a masked step outputs (masked_output).
 template <typename T>
-LSTM_HD CellState<T> cell_step(int act, int ract, T zi, T zf, T zc, T zo, T h_prev, T c_prev,
-                               bool valid, T out_masked) {
-    const Gates<T> q = gates_forward<T>(act, ract, zi, zf, zc, zo);
-    const T c_new = cell_c(q, c_prev);
-    const T h_new = q.o * act_fn<T>(act, c_new);
+LSTM_HD CellState<T> cell_state(T o, T c_new, T tc, T h_prev, T c_prev, bool valid,
+                                T out_masked) {
+    const T h_new = o * tc;
     CellState<T> r;
     r.h = valid ? h_new : h_prev;
     r.c = valid ? c_new : c_prev;
     r.out = valid ? h_new : out_masked;
     return r;
+}
+
+template <typename T>
+LSTM_HD CellState<T> cell_step(int act, int ract, T zi, T zf, T zc, T zo, T h_prev, T c_prev,
+                               bool valid, T out_masked) {
+    const Gates<T> q = gates_forward<T>(act, ract, zi, zf, zc, zo);
+    const T c_new = cell_c(q, c_prev);
+    return cell_state<T>(q.o, c_new, act_fn<T>(act, c_new), h_prev, c_prev, valid, out_masked);
 }
 
 template <typename T> struct CellGrad {
@@ -321,13 +350,14 @@ LSTM_HD T h_state_grad(T dh, const T* dh_rec, const T* rec_mask, idx_t n, idx_t 
     return dh;
 }
 
-// go: gradient reaching this step's output; dhs: reaching its h state; dc: its c state.
+// go: gradient reaching this step's output; dhs: reaching its h state; dc: its c state;
+// a: the step's activations (cell_acts), read only where valid.
 template <typename T>
-LSTM_HD CellGrad<T> cell_step_backward(int act, int ract, T zi, T zf, T zc, T zo, T c_prev,
-                                       T c, bool valid, T go, T dhs, T dc, int zero_output) {
+LSTM_HD CellGrad<T> cell_grad(int act, int ract, const CellActs<T>& a, T zi, T zf, T zc, T zo,
+                              T c_prev, T c, bool valid, T go, T dhs, T dc, int zero_output) {
     CellGrad<T> r;
     if (valid) {
-        r.dc = cell_backward<T>(act, ract, zi, zf, zc, zo, c_prev, c, dhs + go, dc, &r.dzi,
+        r.dc = cell_backward<T>(act, ract, a, zi, zf, zc, zo, c_prev, c, dhs + go, dc, &r.dzi,
                                 &r.dzf, &r.dzc, &r.dzo);
         r.dh = T(0);
         r.g_out = T(0);
@@ -338,6 +368,14 @@ LSTM_HD CellGrad<T> cell_step_backward(int act, int ract, T zi, T zf, T zc, T zo
         r.g_out = zero_output ? T(0) : go;
     }
     return r;
+}
+
+template <typename T>
+LSTM_HD CellGrad<T> cell_step_backward(int act, int ract, T zi, T zf, T zc, T zo, T c_prev,
+                                       T c, bool valid, T go, T dhs, T dc, int zero_output) {
+    const CellActs<T> a = valid ? cell_acts<T>(act, ract, zi, zf, zc, zo, c) : CellActs<T>{};
+    return cell_grad<T>(act, ract, a, zi, zf, zc, zo, c_prev, c, valid, go, dhs, dc,
+                        zero_output);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -236,6 +236,21 @@ def _bench(*runners):
 CASES = [Case(2, 5, 4, 3, mode="inference"), Case(2, 5, 4, 3, mode="training")]
 
 
+def test_cpu_paths_are_timed_after_a_pause(monkeypatch):
+    """Settings.settle_s: before timing a CPU path the bench waits for the worker threads the
+    previous library left spinning to sleep (they would take a core from the path timed)."""
+    pauses = []
+    monkeypatch.setattr(engine.time, "sleep", pauses.append)
+    path = FakeRunner("path")
+    bench, _ = _bench(path)
+    bench.settings.settle_s = 0.25
+    bench.run(CASES[:1])
+    assert pauses == [0.25, 0.25]  # the reference and the path, each before its timing
+    parser = cli.build_parser()
+    assert cli._settings(parser.parse_args([]), False, "numpy").settle_s == 0.25
+    assert cli._settings(parser.parse_args(["--quick"]), False, "numpy").settle_s == 0.0
+
+
 def test_a_wrong_path_is_reported_not_timed():
     wrong, right = FakeRunner("wrong", shift=1e-2), FakeRunner("right", shift=1e-7)
     bench, _ = _bench(wrong, right)

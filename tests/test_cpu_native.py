@@ -173,6 +173,58 @@ def test_batches_split_over_threads(dtype, monkeypatch):
     _assert_same(many.sequence, one.sequence, dtype, "3 threads vs 1")
 
 
+# ----------------------------------------------------------------------------- SIMD levels
+@pytest.fixture(params=cpu_native.ISA_LEVELS)
+def isa_level(request):
+    """The core runs the code of this SIMD level (skipped where the CPU does not run it)."""
+    if not cpu_native.is_available():
+        pytest.skip(f"[native] {cpu_native.unavailable_reason()}")
+    try:
+        previous = cpu_native.set_isa(request.param)
+    except ValueError as e:
+        pytest.skip(f"[native] {e}")
+    yield request.param
+    cpu_native.set_isa(previous)
+
+
+# (batch, units): batches of one, below, at and past the tile rows (4 or 6) and their
+# multiples; units below, at and past the vector width (2 to 16 lanes) and one unit.
+EDGE_SHAPES = [(1, 1), (1, 17), (5, 16), (7, 33), (13, 20), (67, 9)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,units", EDGE_SHAPES)
+def test_every_simd_level_matches_reference(isa_level, dtype, batch, units):
+    """The packed per-step products (plain and, with recurrent dropout, per gate block) and
+    the element passes of each SIMD level, over partial vectors, tiles and panels."""
+    kw = dict(steps=3, batch=batch, features=3, units=units)
+    _compare(dtype, mask="mixed", **kw)
+    _compare(dtype, mask="none", implementation=1, dropout=0.2, recurrent_dropout=0.3, **kw)
+
+
+def test_simd_levels_on_threads(isa_level, monkeypatch):
+    monkeypatch.setattr(cpu_native, "_explicit_threads", None)  # restored after the test
+    cpu_native.set_num_threads(2)
+    _compare(np.float32, steps=3, batch=67, features=5, units=20, recurrent_dropout=0.3,
+             implementation=1)
+
+
+@needs_core
+def test_set_isa():
+    best = cpu_native.isa()
+    assert cpu_native.set_isa("baseline") == best
+    assert cpu_native.isa() == "baseline"
+    assert cpu_native.set_isa(None) == "baseline"
+    assert cpu_native.isa() == best
+    with pytest.raises(ValueError, match="level"):
+        cpu_native.set_isa("sse9")
+    above = cpu_native.ISA_LEVELS[cpu_native.ISA_LEVELS.index(best) + 1:]
+    for level in above:
+        with pytest.raises(ValueError, match="does not run"):
+            cpu_native.set_isa(level)
+    assert cpu_native.isa() == best
+
+
 @needs_core
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.integers(1, 6), batch=st.integers(1, 40), features=st.integers(1, 5),
@@ -269,32 +321,61 @@ def _ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.abs(got.astype(np.float64) - want) / spacing
 
 
-@needs_core
-def test_vectorised_exp_and_tanh_accuracy():
-    """kernels/cpu/vmath.h: float32 exp within 1.1 ulp and tanh within 1.4 ulp of float64
-    math on a sample of every binade (the whole float range was checked once, offline), and
-    the special values of <math.h>."""
+def _act(name: str, x: np.ndarray) -> np.ndarray:
     from lstm_gpu import _cpu_core as core
 
+    y = np.empty_like(x)
+    core.act_fn(activations.KERNEL_IDS[name], x, y)
+    return y
+
+
+def test_vectorised_exp_sigmoid_tanh_accuracy(isa_level):
+    """kernels/cpu/vmath.h and vmath_avx512.h at each SIMD level: float32 exp within 1.1 ulp,
+    tanh within 1.4 ulp and sigmoid within 2 ulp of float64 math on a sample of every binade
+    (the whole float range was checked once, offline), and the special values of <math.h>.
+    Sigmoid is checked where its value is normal (x > -87): below, float32's 1 / (1 + exp(-x))
+    is 0, like NumPy's, where the exact value is a subnormal."""
     r = np.random.default_rng(1)
     mags = np.ldexp(1.0 + r.random(60 * 256), np.repeat(np.arange(-150, 106), 60))
     x = np.concatenate([mags, -mags]).astype(np.float32)
     x = x[np.isfinite(x)]
-    exp_x = x[(x > -103) & (x < 88.7)]
-    y = np.empty_like(exp_x)
-    core.act_fn(activations.KERNEL_IDS["exponential"], exp_x, y)
-    assert _ulps(y, np.exp(exp_x.astype(np.float64))).max() <= 1.1
-    y = np.empty_like(x)
-    core.act_fn(activations.KERNEL_IDS["tanh"], x, y)
-    assert _ulps(y, np.tanh(x.astype(np.float64))).max() <= 1.4
+    x64 = x.astype(np.float64)
+    in_range = (x > -103) & (x < 88.7)
+    assert _ulps(_act("exponential", x[in_range]), np.exp(x64[in_range])).max() <= 1.1
+    assert _ulps(_act("tanh", x), np.tanh(x64)).max() <= 1.4
+    normal = x > -87
+    want = 1 / (1 + np.exp(-x64[normal]))
+    assert _ulps(_act("sigmoid", x[normal]), want).max() <= 2.0
     special = np.array([np.inf, -np.inf, np.nan, 89.0, 1e30, -104.0, -1e30, 0.0, -0.0],
                        np.float32)
-    y = np.empty_like(special)
-    core.act_fn(activations.KERNEL_IDS["exponential"], special, y)
-    np.testing.assert_array_equal(y, [np.inf, 0, np.nan, np.inf, np.inf, 0, 0, 1, 1])
-    core.act_fn(activations.KERNEL_IDS["tanh"], special, y)
+    np.testing.assert_array_equal(_act("exponential", special), [np.inf, 0, np.nan, np.inf,
+                                                                  np.inf, 0, 0, 1, 1])
+    y = _act("tanh", special)
     np.testing.assert_array_equal(y, [1, -1, np.nan, 1, 1, -1, -1, 0, -0.0])
     assert np.signbit(y[-1])
+    np.testing.assert_array_equal(_act("sigmoid", special), [1, 0, np.nan, 1, 1, 0, 0, 0.5,
+                                                              0.5])
+
+
+def test_vector_math_matches_the_fma_build_of_vmath():
+    """vmath_avx512.h is vmath.h's algorithm with the same FMAs: at "avx512" its results are
+    those of the AVX2 build (vmath.h's scalar code, vectorised) bit for bit, on every length
+    (the last partial vector goes through masked loads and stores)."""
+    if not cpu_native.is_available() or cpu_native.isa() != "avx512":
+        pytest.skip("[native] needs a CPU that runs AVX-512")
+    r = np.random.default_rng(2)
+    x = np.concatenate([r.standard_normal(4000) * 6, r.standard_normal(37) * 100,
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, 0.625, -0.625]]).astype(np.float32)
+    try:
+        for name in ("tanh", "sigmoid", "exponential"):
+            for n in (len(x), 1, 15, 17):
+                got = _act(name, x[:n])
+                cpu_native.set_isa("avx2")
+                want = _act(name, x[:n])
+                cpu_native.set_isa(None)
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}, {n} elements")
+    finally:
+        cpu_native.set_isa(None)
 
 
 # ----------------------------------------------------------------------------- routing

@@ -1,25 +1,29 @@
 // lstm_cpu_loops.hpp -- the CPU core's time loops over the element code of lstm_cell.cuh.
 //
-// The algorithm of the CUDA kernel path (lstm_gpu/paths/fused_loop.py), on the host:
+// The algorithm of the CUDA kernel path (lstm_gpu/paths/fused_loop.py), on the host, with
+// the input projection moved into the loop:
 //
-//   forward   Z = x @ W + bias for all steps at once        (T*B, 4U), one large GEMM
-//             per step t:  Z[t] += h_{t-1} @ R               GEMM, accumulating in place
-//                          one pass over the rows: cell_step (lstm_cell.cuh) per element
-//   backward  per step t (reverse): one pass over the rows: cell_step_backward per element,
-//                          writing dZ[t];  DH = dZ[t] @ R^T  GEMM, read by step t-1
-//             then dW = X^T dZ, dR = Hprev^T dZ, dx = dZ W^T (large GEMMs), dbias = colsum dZ
+//   forward   per step t:  Z[t] = bias + x_t @ W + h_{t-1} @ R   one packed product
+//                          (packed_gemm.hpp: [W; R] packed once per call)
+//                          one pass over the rows: the cell (lstm_cell.cuh) per element
+//   backward  per step t (reverse): one pass over the rows: the cell's gradient per element,
+//                          writing dZ[t];  DH = dZ[t] @ R^T  packed product, read by t-1
+//             then dW = X^T dZ, dR = Hprev^T dZ, dx = dZ W^T (large BLAS GEMMs),
+//             dbias = colsum dZ
 //
-// With recurrent dropout (masks mr, (4, B, U)) the recurrent GEMM is per gate, on h * mr_k;
-// with per-gate input dropout (mx, (4, B, F)) the input GEMMs are per gate, on x * mx_k.
-// Z keeps the fused layout (T, B, 4U) in every case: a per-gate GEMM writes its column block.
+// With recurrent dropout (masks mr, (4, B, U)) the recurrent operand is per gate, h * mr_k;
+// with per-gate input dropout (mx, (4, B, F)) the input operand is per gate, x * mx_k.
+// Z keeps the fused layout (T, B, 4U) in every case (inference: one step's (B, 4U)).
 //
 // Samples are independent, so the batch is split into slices and each thread runs the whole
-// time loop of its slice (its own GEMMs on its rows) with no synchronisation per step; the
-// large GEMMs before and after the loop are split over rows or columns.
+// time loop of its slice (its own products on its rows) with no synchronisation per step;
+// the large GEMMs after the backward loop are split over rows or columns. A slice has at
+// least kMinSliceRows rows (measured: two slices of 4 rows beat one of 8; with fewer rows
+// a step's work is about a microsecond, as long as handing it to another core).
 //
 // Layouts: every array is C-contiguous, time-major (T, B, ...), Keras weight layout
-// W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS is reached through cblas function
-// pointers handed over at run time (lstm_gpu/paths/cpu_native.py).
+// W (F, 4U), R (U, 4U), gate blocks i, f, c, o. BLAS (backward's large GEMMs) is reached
+// through cblas function pointers handed over at run time (lstm_gpu/paths/cpu_native.py).
 #pragma once
 
 #include <stddef.h>
@@ -33,6 +37,7 @@
 #define LSTM_EXPF lstm_vmath::exp_f32
 #define LSTM_TANHF lstm_vmath::tanh_f32
 #include "../lstm_cell.cuh"
+#include "packed_gemm.hpp"
 
 // The loops below read and write distinct elements per iteration (in-place updates touch
 // only their own element): tell the vectoriser so, as it cannot prove it across pointers.
@@ -116,38 +121,81 @@ template <typename T> struct BwdRows {
     int act, ract, zero_output;
 };
 
+// The element passes run over chunks of a row's units: first the chunk's activations, one
+// loop per gate block (and per phi(c) backward) into arrays on the stack, then the rest of
+// the cell. Each activation is a chain of about 50 dependent instructions; as one loop over
+// whole cells, an element's work was one chain through two activations in a row, too long
+// for the CPU to overlap with the next element's, and the pass ran at a third of its
+// throughput.
+constexpr idx_t kChunk = 128;
+
+// Vector math of an ISA variant: VM::run<T, ACT>(x, y, n) applies activation ACT to a run
+// of elements and returns true, or returns false where it has no code of its own for it
+// (vmath_avx512.h). ScalarMath has none: the loops below vectorise vmath.h's functions.
+struct ScalarMath {
+    template <typename T, int ACT> static bool run(const T*, T*, idx_t) { return false; }
+};
+
+// y[0, n) = activation of x[0, n) (ACT: the id if known at compile time, else ACT_DYNAMIC).
+template <typename T, int ACT, class VM> inline void act_run(int act, const T* x, T* y, idx_t n) {
+    if (VM::template run<T, ACT>(x, y, n)) return;
+    const int a = lstm::pick_act<ACT>(act);
+    LSTM_SIMD
+    for (idx_t i = 0; i < n; ++i) y[i] = lstm::act_fn<T>(a, x[i]);
+}
+
+// The gates (gates_forward) of units [0, n) of a row whose gate blocks are U apart in z.
+template <typename T, int A, int RA, class VM>
+inline void gate_runs(int act, int ract, const T* z, idx_t U, idx_t n, T (*q)[kChunk]) {
+    act_run<T, RA, VM>(ract, z, q[0], n);
+    act_run<T, RA, VM>(ract, z + U, q[1], n);
+    act_run<T, A, VM>(act, z + 2 * U, q[2], n);
+    act_run<T, RA, VM>(ract, z + 3 * U, q[3], n);
+}
+
 // One row of one step. VALID (the row's mask value) is a template argument: a runtime
-// bool in the selects of cell_step makes the compiler sink loads into branches, and the
+// bool in the selects of cell_state makes the compiler sink loads into branches, and the
 // loop no longer vectorises; masked rows then reduce to the copies of the mask rule.
-template <typename T, int A, int RA, bool VALID>
+template <typename T, int A, int RA, class VM, bool VALID>
 inline void fwd_row(const FwdRows<T>& p, idx_t b) {
     const int act = lstm::pick_act<A>(p.act), ract = lstm::pick_act<RA>(p.ract);
-    const idx_t U = p.U, o = b * U;
-    const T* z = p.z + b * 4 * U;
-    const T* hp = p.h_prev + o;
-    const T* cp = p.c_prev + o;
-    const T* op = p.out_prev + o;
-    T* h = p.h + o;
-    T* c = p.c + o;
-    T* out = p.out + o;
-    LSTM_SIMD
-    for (idx_t u = 0; u < U; ++u) {
-        const lstm::CellState<T> s = lstm::cell_step<T>(
-            act, ract, z[u], z[U + u], z[2 * U + u], z[3 * U + u], hp[u], cp[u], VALID, op[u]);
-        h[u] = s.h;
-        c[u] = s.c;
-        out[u] = s.out;
+    const idx_t U = p.U;
+    for (idx_t u0 = 0; u0 < U; u0 += kChunk) {
+        const idx_t m = std::min(kChunk, U - u0), o = b * U + u0;
+        const T* hp = p.h_prev + o;
+        const T* cp = p.c_prev + o;
+        const T* op = p.out_prev + o;
+        T* h = p.h + o;
+        T* c = p.c + o;
+        T* out = p.out + o;
+        T q[4][kChunk];  // the gates; then c_new in q[0], phi(c_new) in q[1]
+        if (VALID) {
+            gate_runs<T, A, RA, VM>(act, ract, p.z + b * 4 * U + u0, U, m, q);
+            LSTM_SIMD
+            for (idx_t u = 0; u < m; ++u)
+                q[0][u] = lstm::cell_c(lstm::Gates<T>{q[0][u], q[1][u], q[2][u], q[3][u]}, cp[u]);
+            act_run<T, A, VM>(act, q[0], q[1], m);
+        }
+        LSTM_SIMD
+        for (idx_t u = 0; u < m; ++u) {
+            const lstm::CellState<T> s = VALID
+                ? lstm::cell_state<T>(q[3][u], q[0][u], q[1][u], hp[u], cp[u], true, op[u])
+                : lstm::cell_state<T>(T(0), T(0), T(0), hp[u], cp[u], false, op[u]);
+            h[u] = s.h;
+            c[u] = s.c;
+            out[u] = s.out;
+        }
     }
 }
 
-template <typename T, int A, int RA>
+template <typename T, int A, int RA, class VM>
 inline void fwd_rows_body(const FwdRows<T>& p, idx_t b0, idx_t b1) {
     const idx_t U = p.U, n = p.B * U;
     for (idx_t b = b0; b < b1; ++b) {
         if (p.mask == nullptr || p.mask[b] != 0)
-            fwd_row<T, A, RA, true>(p, b);
+            fwd_row<T, A, RA, VM, true>(p, b);
         else
-            fwd_row<T, A, RA, false>(p, b);
+            fwd_row<T, A, RA, VM, false>(p, b);
         if (p.mr != nullptr) {
             const T* h = p.h + b * U;
             for (int k = 0; k < 4; ++k) {
@@ -161,47 +209,61 @@ inline void fwd_rows_body(const FwdRows<T>& p, idx_t b0, idx_t b1) {
 }
 
 // REC: recurrent dropout masks present (h_state_grad's per-gate form); compile-time for the
-// same reason as VALID.
-template <typename T, int A, int RA, bool REC, bool VALID>
+// same reason as VALID. Chunked like fwd_row: the activations first, then the gradients.
+template <typename T, int A, int RA, class VM, bool REC, bool VALID>
 inline void bwd_row(const BwdRows<T>& p, idx_t b) {
     const int act = lstm::pick_act<A>(p.act), ract = lstm::pick_act<RA>(p.ract);
-    const idx_t U = p.U, n = p.B * U, o = b * U;
+    const idx_t U = p.U, n = p.B * U;
     const int zero_output = p.zero_output;
     const T* mr = REC ? p.mr : nullptr;
-    const T* z = p.z + b * 4 * U;
-    T* dz = p.dz + b * 4 * U;
-    LSTM_SIMD
-    for (idx_t i = o; i < o + U; ++i) {
-        const idx_t u = i - o;
-        const T go = p.g_out[i] + p.d_out[i];
-        const T dhs = lstm::h_state_grad(p.dh[i], p.dh_rec, mr, n, i);
-        const lstm::CellGrad<T> g = lstm::cell_step_backward<T>(
-            act, ract, z[u], z[U + u], z[2 * U + u], z[3 * U + u], p.c_prev[i], p.c[i], VALID,
-            go, dhs, p.dc[i], zero_output);
-        dz[u] = g.dzi;
-        dz[U + u] = g.dzf;
-        dz[2 * U + u] = g.dzc;
-        dz[3 * U + u] = g.dzo;
-        p.dh[i] = g.dh;
-        p.dc[i] = g.dc;
-        p.g_out[i] = g.g_out;
+    for (idx_t u0 = 0; u0 < U; u0 += kChunk) {
+        const idx_t m = std::min(kChunk, U - u0), o = b * U + u0;
+        const T* z = p.z + b * 4 * U + u0;
+        T* dz = p.dz + b * 4 * U + u0;
+        T q[5][kChunk];  // cell_acts: the gates, then phi(c)
+        if (VALID) {
+            gate_runs<T, A, RA, VM>(act, ract, z, U, m, q);
+            act_run<T, A, VM>(act, p.c + o, q[4], m);
+        }
+        LSTM_SIMD
+        for (idx_t u = 0; u < m; ++u) {
+            const idx_t i = o + u;
+            const T go = p.g_out[i] + p.d_out[i];
+            const T dhs = lstm::h_state_grad(p.dh[i], p.dh_rec, mr, n, i);
+            const lstm::CellActs<T> a =
+                VALID ? lstm::CellActs<T>{{q[0][u], q[1][u], q[2][u], q[3][u]}, q[4][u]}
+                      : lstm::CellActs<T>{};
+            const lstm::CellGrad<T> g = lstm::cell_grad<T>(
+                act, ract, a, z[u], z[U + u], z[2 * U + u], z[3 * U + u], p.c_prev[i], p.c[i],
+                VALID, go, dhs, p.dc[i], zero_output);
+            dz[u] = g.dzi;
+            dz[U + u] = g.dzf;
+            dz[2 * U + u] = g.dzc;
+            dz[3 * U + u] = g.dzo;
+            p.dh[i] = g.dh;
+            p.dc[i] = g.dc;
+            p.g_out[i] = g.g_out;
+        }
     }
 }
 
-template <typename T, int A, int RA, bool REC>
+template <typename T, int A, int RA, class VM, bool REC>
 inline void bwd_rows_body(const BwdRows<T>& p, idx_t b0, idx_t b1) {
     for (idx_t b = b0; b < b1; ++b) {
         if (p.mask == nullptr || p.mask[b] != 0)
-            bwd_row<T, A, RA, REC, true>(p, b);
+            bwd_row<T, A, RA, VM, REC, true>(p, b);
         else
-            bwd_row<T, A, RA, REC, false>(p, b);
+            bwd_row<T, A, RA, VM, REC, false>(p, b);
     }
 }
 
-template <typename T> struct RowKernels {
+// The ISA variant's code: element passes and the packed per-step product (packed_gemm.hpp).
+template <typename T> struct Kernels {
     void (*fwd)(const FwdRows<T>&, idx_t, idx_t);
     void (*bwd)(const BwdRows<T>&, idx_t, idx_t);      // without recurrent dropout
     void (*bwd_rec)(const BwdRows<T>&, idx_t, idx_t);  // with recurrent dropout
+    void (*gemm)(const PanelGemm<T>&, idx_t r0, idx_t r1, idx_t p0, idx_t p1);
+    Geometry geometry;                                 // of the panels gemm reads
 };
 
 // ------------------------------------------------------------------------------- problems
@@ -224,7 +286,9 @@ template <typename T> struct ForwardOut {
     T* seq;                      // (T, B, U) outputs
     T* h;                        // (B, U) last h state
     T* c;                        // (B, U) last c state
-    T* Z;                        // (T, B, 4U) pre-activations (saved when training)
+    T* Z;                        // (T, B, 4U) pre-activations (saved when training), or
+                                 // one step's (B, 4U) scratch in inference
+    idx_t z_step;                // B * 4U, or 0 for the scratch
     T* HS;                       // (T, B, U) h after each step, or null (inference)
     T* CS;                       // (T, B, U) c after each step, or null (inference)
 };
@@ -247,6 +311,13 @@ template <typename T> struct BackwardIO {
 };
 
 typedef std::function<void(int, const std::function<void(int)>&)> Parallel;
+
+constexpr idx_t kMinSliceRows = 4;
+
+// Batch slices for the time loops: one per thread, each of at least kMinSliceRows rows.
+inline int batch_slices(int threads, idx_t B) {
+    return (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / kMinSliceRows));
+}
 
 // [begin, end) of part i of n equal parts of [0, total).
 inline void split(idx_t total, int n, int i, idx_t* begin, idx_t* end) {
@@ -275,33 +346,33 @@ const T* gate_input(const Problem<T>& P, int k, idx_t r0, idx_t r1, T* scratch) 
 }
 
 template <typename T>
-void forward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parallel, int threads,
+void forward(const Kernels<T>& kern, const Parallel& parallel, int threads,
              const Problem<T>& P, const ForwardOut<T>& out) {
     const idx_t TT = P.T_, B = P.B, F = P.F, U = P.U, G4 = 4 * U, rows = TT * B, n = B * U;
     if (TT == 0 || B == 0) return;
-    const int in_gates = P.mx_gates == 4 ? 4 : 1;
-    std::vector<T> xm(P.mx != nullptr ? (size_t)(rows * F) : 0);
 
-    // Z = x @ W (+ bias), over row slices.
-    const int proj_parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
-    parallel(proj_parts, [&](int part) {
-        idx_t r0, r1;
-        split(rows, proj_parts, part, &r0, &r1);
-        T* Zs = out.Z + r0 * G4;
-        for (idx_t r = r0; r < r1; ++r)
-            for (idx_t j = 0; j < G4; ++j) Zs[(r - r0) * G4 + j] = P.bias ? P.bias[j] : T(0);
-        for (int k = 0; k < in_gates; ++k) {
-            const T* xin = gate_input(P, k, r0, r1, xm.data()) + r0 * F;
-            const idx_t cols = in_gates == 4 ? U : G4;
-            gemm<T>(blas, false, false, r1 - r0, cols, F, xin, F, P.W + k * U, G4, T(1), Zs + k * U,
-                    G4);
-        }
-    });
+    // The input operand with dropout: x * mx, (rows, F), or x * mx_k per gate block k,
+    // (4, rows, F), over row slices.
+    const int in_gates = P.mx_gates == 4 ? 4 : 1;
+    std::vector<T> xm(P.mx != nullptr ? (size_t)(in_gates * rows * F) : 0);
+    if (P.mx != nullptr) {
+        const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, rows / 64));
+        parallel(parts, [&](int part) {
+            idx_t r0, r1;
+            split(rows, parts, part, &r0, &r1);
+            for (int k = 0; k < in_gates; ++k) gate_input(P, k, r0, r1, xm.data() + k * rows * F);
+        });
+    }
+    const T* xin = P.mx != nullptr ? xm.data() : P.x;
+    const idx_t x_gate = in_gates == 4 ? rows * F : 0;
 
     // The time loop, one batch slice per thread.
+    static thread_local Packed<T> calling_thread_packed;  // keeps its capacity between calls
+    Packed<T>& packed = calling_thread_packed;  // the workers read the calling thread's
+    pack_gates(P.W, F, P.R, U, P.bias, kern.geometry, &packed);
     std::vector<T> zeros(n, T(0));
     std::vector<T> h_rec(P.mr != nullptr ? (size_t)(4 * n) : 0);
-    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    const int parts = batch_slices(threads, B);
     const bool training = out.HS != nullptr;
     parallel(parts, [&](int part) {
         idx_t b0, b1;
@@ -323,7 +394,7 @@ void forward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parall
         p.act = P.act;
         p.ract = P.ract;
         for (idx_t t = 0; t < TT; ++t) {
-            T* Zt = out.Z + t * B * G4;
+            T* Zt = out.Z + t * out.z_step;
             p.z = Zt;
             if (training) {
                 p.h_prev = t == 0 ? P.h0 : out.HS + (t - 1) * n;
@@ -337,14 +408,16 @@ void forward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parall
             p.out_prev = (t == 0 || P.zero_output) ? zeros.data() : out.seq + (t - 1) * n;
             p.out = out.seq + t * n;
             p.mask = P.mask != nullptr ? P.mask + t * B : nullptr;
-            if (P.mr == nullptr) {
-                gemm<T>(blas, false, false, nb, G4, U, p.h_prev + b0 * U, U, P.R, G4, T(1),
-                        Zt + b0 * G4, G4);
-            } else {
-                for (int k = 0; k < 4; ++k)
-                    gemm<T>(blas, false, false, nb, U, U, h_rec.data() + k * n + b0 * U, U,
-                            P.R + k * U, G4, T(1), Zt + b0 * G4 + k * U, G4);
-            }
+            // Z[t] = bias + x[t] @ W + h_{t-1} @ R (x * mx_k, h * mr_k for gate block k with
+            // dropout)
+            const bool rec = P.mr != nullptr;
+            PanelGemm<T> g;
+            g.B = &packed;
+            g.seg[0] = Segment<T>{xin + t * B * F, F, x_gate, 0, F};
+            g.seg[1] = Segment<T>{rec ? h_rec.data() : p.h_prev, U, rec ? n : 0, F, U};
+            g.C = Zt;
+            g.ldc = G4;
+            kern.gemm(g, b0, b1, 0, packed.count);
             kern.fwd(p, b0, b1);
         }
         if (training) {
@@ -355,7 +428,7 @@ void forward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parall
 }
 
 template <typename T>
-void backward(const Blas& blas, const RowKernels<T>& kern, const Parallel& parallel,
+void backward(const Blas& blas, const Kernels<T>& kern, const Parallel& parallel,
               int threads, const Problem<T>& P, const BackwardIO<T>& io) {
     const idx_t TT = P.T_, B = P.B, F = P.F, U = P.U, G4 = 4 * U, rows = TT * B, n = B * U;
     auto fill = [](T* dst, const T* src, idx_t count) {
@@ -381,7 +454,10 @@ void backward(const Blas& blas, const RowKernels<T>& kern, const Parallel& paral
     const auto bwd_rows = P.mr != nullptr ? kern.bwd_rec : kern.bwd;
 
     // The reverse time loop, one batch slice per thread.
-    const int parts = (int)std::max<idx_t>(1, std::min<idx_t>(threads, B / 16));
+    static thread_local Packed<T> calling_thread_packed;  // keeps its capacity between calls
+    Packed<T>& packed = calling_thread_packed;  // the workers read the calling thread's
+    pack_transposed(P.R, U, kern.geometry, &packed);
+    const int parts = batch_slices(threads, B);
     parallel(parts, [&](int part) {
         idx_t b0, b1;
         split(B, parts, part, &b0, &b1);
@@ -406,14 +482,15 @@ void backward(const Blas& blas, const RowKernels<T>& kern, const Parallel& paral
             p.d_out = io.d_seq != nullptr ? io.d_seq + t * n : zeros.data();
             p.dz = io.dZ + t * B * G4;
             bwd_rows(p, b0, b1);
-            const T* dz = p.dz + b0 * G4;
-            if (P.mr == nullptr) {
-                gemm<T>(blas, false, true, nb, U, G4, dz, G4, P.R, G4, T(0),
-                        dh_rec.data() + b0 * U, U);
-            } else {
-                for (int k = 0; k < 4; ++k)
-                    gemm<T>(blas, false, true, nb, U, U, dz + k * U, G4, P.R + k * U, G4, T(0),
-                            dh_rec.data() + k * n + b0 * U, U);
+            // DH = dZ[t] @ R^T (per gate block k, into dh_rec[k], with recurrent dropout)
+            for (int k = 0; k < rec_gates; ++k) {
+                const idx_t k0 = rec_gates == 4 ? k * U : 0;
+                PanelGemm<T> g;
+                g.B = &packed;
+                g.seg[0] = Segment<T>{p.dz + k0, G4, 0, k0, G4 / rec_gates};
+                g.C = dh_rec.data() + k * n;
+                g.ldc = U;
+                kern.gemm(g, b0, b1, 0, packed.count);
             }
         }
         for (idx_t i = b0 * U; i < b1 * U; ++i)

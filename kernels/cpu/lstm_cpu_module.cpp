@@ -4,9 +4,10 @@
 // buffer protocol, are checked here (dtype, contiguity, shape: a ValueError naming the
 // argument, never a crash) and the time loops run with the GIL released. BLAS arrives as
 // cblas function pointers through set_blas() (lstm_gpu/paths/cpu_native.py takes them from
-// the scipy-openblas32 wheel), so the build needs no BLAS. The element passes are compiled
-// for AVX-512, AVX2+FMA and the baseline of the target, and the best one this CPU runs is
-// picked when the module loads.
+// the scipy-openblas32 wheel), so the build needs no BLAS. The element passes and the
+// per-step products on packed weights (packed_gemm.hpp) are compiled for AVX-512, AVX2+FMA
+// and the baseline of the target, and the best one this CPU runs is picked when the module
+// loads.
 //
 // Python API (all arrays C-contiguous; float32 or float64 throughout one call):
 //   set_blas(sgemm_address, dgemm_address)
@@ -17,18 +18,23 @@
 //            dZ|None, dx, dh0, dc0, dW, dR, dbias|None)
 // Z (forward) and dZ (backward) may be None: the core then uses a scratch buffer of the
 // calling thread, kept for its next call (fresh pages from the allocator on every call cost
-// several percent at large shapes: the kernel zeroes them).
+// several percent at large shapes: the kernel zeroes them); forward's is one step's (B, 4U).
 //   act_fn(act, x, y), act_grad(act, x, y, dy)     (the activations, for the tests)
 //   isa() -> "avx512" | "avx2" | "baseline"
+//   set_isa(name | None) -> previous name           (a lower ISA's code, for the tests;
+//                                                    None: the best this CPU runs)
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <new>
 #include <string>
 
 #include "lstm_cpu_loops.hpp"
 #include "thread_pool.hpp"
+#include "vmath_avx512.h"
 
 namespace lstm_cpu {
 namespace {
@@ -46,23 +52,36 @@ namespace {
 #define LSTM_ATTR_BASE
 #endif
 
-// Element passes per instruction set. Only the float passes with (tanh, sigmoid) known at
-// compile time vectorise (the common case), so only they are compiled per ISA; float64 (which
-// calls <math.h>) and other activation pairs (a switch on the runtime ids per element) run
-// the baseline build. The activations alone (act_fn / act_grad, for the tests) follow the
-// float passes.
-#define LSTM_DEFINE_ISA(NS, ATTR)                                                            \
+// Code per instruction set: the element passes and the packed per-step product, whose
+// panels are NV vectors of BYTES bytes wide and whose tiles are MR rows (MR x NV accumulators
+// plus NV panel vectors and a broadcast fill the ISA's registers: 32 for AVX-512, 16 for
+// AVX2 and SSE2). Only the float passes with (tanh, sigmoid) known at compile time vectorise
+// (the common case), so only they are compiled per ISA; float64 (which calls <math.h>) and
+// other activation pairs (a switch on the runtime ids per element) run the baseline build.
+// The product is compiled per ISA for both float types. The activations alone (act_fn /
+// act_grad, for the tests) follow the float passes.
+#define LSTM_DEFINE_ISA(NS, ATTR, VM, BYTES, NV_, MR_)                                       \
     namespace NS {                                                                           \
+    constexpr int NV = NV_, MR = MR_;                                                        \
+    template <typename T> constexpr Geometry geometry() {                                    \
+        return Geometry{Simd<T, BYTES>::L, NV, MR};                                          \
+    }                                                                                        \
     template <typename T, int A, int RA>                                                     \
     ATTR void fwd(const FwdRows<T>& p, idx_t b0, idx_t b1) {                                 \
-        fwd_rows_body<T, A, RA>(p, b0, b1);                                                  \
+        fwd_rows_body<T, A, RA, VM>(p, b0, b1);                                              \
     }                                                                                        \
     template <typename T, int A, int RA, bool REC>                                           \
     ATTR void bwd(const BwdRows<T>& p, idx_t b0, idx_t b1) {                                 \
-        bwd_rows_body<T, A, RA, REC>(p, b0, b1);                                             \
+        bwd_rows_body<T, A, RA, VM, REC>(p, b0, b1);                                         \
+    }                                                                                        \
+    template <typename T>                                                                    \
+    ATTR void gemm(const PanelGemm<T>& g, idx_t r0, idx_t r1, idx_t p0, idx_t p1) {          \
+        panel_gemm<Simd<T, BYTES>, T, NV, MR>(g, r0, r1, p0, p1);                            \
     }                                                                                        \
     template <typename T> ATTR void act_fn_n(int act, const T* x, T* y, idx_t n) {           \
-        for (idx_t i = 0; i < n; ++i) y[i] = lstm::act_fn<T>(act, x[i]);                     \
+        if (act == lstm::ACT_TANH) return act_run<T, lstm::ACT_TANH, VM>(act, x, y, n);      \
+        if (act == lstm::ACT_SIGMOID) return act_run<T, lstm::ACT_SIGMOID, VM>(act, x, y, n); \
+        act_run<T, lstm::ACT_DYNAMIC, VM>(act, x, y, n);                                     \
     }                                                                                        \
     template <typename T>                                                                    \
     ATTR void act_grad_n(int act, const T* x, const T* y, T* dy, idx_t n) {                  \
@@ -70,13 +89,13 @@ namespace {
     }                                                                                        \
     }
 
-LSTM_DEFINE_ISA(isa_base, LSTM_ATTR_BASE)
+LSTM_DEFINE_ISA(isa_base, LSTM_ATTR_BASE, ScalarMath, 16, 2, 4)
 #ifdef LSTM_CPU_X86
-LSTM_DEFINE_ISA(isa_avx2, LSTM_ATTR_AVX2)
-LSTM_DEFINE_ISA(isa_avx512, LSTM_ATTR_AVX512)
+LSTM_DEFINE_ISA(isa_avx2, LSTM_ATTR_AVX2, ScalarMath, 32, 2, 6)
+LSTM_DEFINE_ISA(isa_avx512, LSTM_ATTR_AVX512, lstm_vmath::Avx512Math, 64, 4, 6)
 #endif
 
-enum Isa { ISA_BASE, ISA_AVX2, ISA_AVX512 };
+enum Isa { ISA_BASE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
 
 Isa detect_isa() {
@@ -90,21 +109,42 @@ Isa detect_isa() {
     return ISA_BASE;
 }
 
-const Isa g_isa = detect_isa();
+// The best ISA this CPU runs, and the one in use (set_isa() may lower it, for the tests).
+const Isa g_max_isa = detect_isa();
+std::atomic<int> g_isa{g_max_isa};
 
-#define LSTM_PASSES(NS, T, A, RA) \
-    RowKernels<T> { &NS::fwd<T, A, RA>, &NS::bwd<T, A, RA, false>, &NS::bwd<T, A, RA, true> }
-
-template <typename T> RowKernels<T> row_kernels(bool tanh_sigmoid) {
-    constexpr int TANH = lstm::ACT_TANH, SIGM = lstm::ACT_SIGMOID, DYN = lstm::ACT_DYNAMIC;
-    if (!tanh_sigmoid) return LSTM_PASSES(isa_base, T, DYN, DYN);
-#ifdef LSTM_CPU_X86
-    if constexpr (sizeof(T) == 4) {
-        if (g_isa == ISA_AVX512) return LSTM_PASSES(isa_avx512, T, TANH, SIGM);
-        if (g_isa == ISA_AVX2) return LSTM_PASSES(isa_avx2, T, TANH, SIGM);
+#define LSTM_KERNELS(NS, T, A, RA)                                                          \
+    Kernels<T> {                                                                             \
+        &NS::fwd<T, A, RA>, &NS::bwd<T, A, RA, false>, &NS::bwd<T, A, RA, true>,             \
+            &NS::gemm<T>, NS::geometry<T>()                                                  \
     }
+
+// An ISA variant's product, and its element passes where they vectorise (float, tanh and
+// sigmoid); the baseline's passes otherwise.
+#define LSTM_TAKE_ISA(NS)                                                                    \
+    do {                                                                                     \
+        if constexpr (sizeof(T) == 4) {                                                      \
+            if (tanh_sigmoid) k = LSTM_KERNELS(NS, T, TANH, SIGM);                           \
+        }                                                                                    \
+        k.gemm = &NS::gemm<T>;                                                               \
+        k.geometry = NS::geometry<T>();                                                      \
+    } while (0)
+
+template <typename T> Kernels<T> kernels_of(Isa isa, bool tanh_sigmoid) {
+    constexpr int TANH = lstm::ACT_TANH, SIGM = lstm::ACT_SIGMOID, DYN = lstm::ACT_DYNAMIC;
+    Kernels<T> k = tanh_sigmoid ? LSTM_KERNELS(isa_base, T, TANH, SIGM)
+                                : LSTM_KERNELS(isa_base, T, DYN, DYN);
+#ifdef LSTM_CPU_X86
+    if (isa == ISA_AVX512) LSTM_TAKE_ISA(isa_avx512);
+    if (isa == ISA_AVX2) LSTM_TAKE_ISA(isa_avx2);
+#else
+    (void)isa;
 #endif
-    return LSTM_PASSES(isa_base, T, TANH, SIGM);
+    return k;
+}
+
+template <typename T> Kernels<T> kernels(bool tanh_sigmoid) {
+    return kernels_of<T>((Isa)g_isa.load(), tanh_sigmoid);
 }
 
 template <typename T> void act_fn_n(int act, const T* x, T* y, idx_t n) {
@@ -357,10 +397,11 @@ template <typename T> void run_forward(const Common& c, const View& bias, const 
     out.seq = (T*)seq.data();
     out.h = (T*)h.data();
     out.c = (T*)cc.data();
-    out.Z = or_scratch<T>((T*)Z.data(), c.T_ * c.B * 4 * c.U);
+    out.Z = or_scratch<T>((T*)Z.data(), c.B * 4 * c.U);
+    out.z_step = Z.present() ? c.B * 4 * c.U : 0;
     out.HS = (T*)HS.data();
     out.CS = (T*)CS.data();
-    forward<T>(g_blas, row_kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, out);
+    forward<T>(kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, out);
 }
 
 PyObject* py_forward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -414,7 +455,7 @@ template <typename T> void run_backward(const Common& c, View* v) {
     io.dW = (T*)v[11].data();
     io.dR = (T*)v[12].data();
     io.dbias = (T*)v[13].data();
-    backward<T>(g_blas, row_kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, io);
+    backward<T>(g_blas, kernels<T>(c.tanh_sigmoid()), parallel, (int)c.threads, P, io);
 }
 
 PyObject* py_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -488,6 +529,28 @@ PyObject* py_act_grad(PyObject* m, PyObject* const* a, Py_ssize_t n) { return py
 
 PyObject* py_isa(PyObject*, PyObject*) { return PyUnicode_FromString(kIsaNames[g_isa]); }
 
+PyObject* py_set_isa(PyObject*, PyObject* arg) {
+    if (arg == Py_None) return PyUnicode_FromString(kIsaNames[g_isa.exchange(g_max_isa)]);
+    const char* name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : nullptr;
+    if (name == nullptr) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "set_isa() takes an ISA name (str) or None; got %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return nullptr;
+    }
+    for (int i = 0; i < ISA_COUNT; ++i) {
+        if (strcmp(name, kIsaNames[i]) != 0) continue;
+        if (i > g_max_isa) {
+            PyErr_Format(PyExc_ValueError, "this CPU does not run '%s' (its best is '%s')",
+                         name, kIsaNames[g_max_isa]);
+            return nullptr;
+        }
+        return PyUnicode_FromString(kIsaNames[g_isa.exchange(i)]);
+    }
+    PyErr_Format(PyExc_ValueError, "unknown ISA '%s' (one of baseline, avx2, avx512)", name);
+    return nullptr;
+}
+
 PyMethodDef methods[] = {
     {"set_blas", (PyCFunction)(void (*)(void))py_set_blas, METH_FASTCALL,
      "set_blas(sgemm_address, dgemm_address): the cblas_sgemm / cblas_dgemm to call."},
@@ -500,7 +563,10 @@ PyMethodDef methods[] = {
     {"act_grad", (PyCFunction)(void (*)(void))py_act_grad, METH_FASTCALL,
      "act_grad(act, x, y, dy): dy = derivative of activation `act` at x (y = act(x))."},
     {"isa", (PyCFunction)py_isa, METH_NOARGS,
-     "The instruction set the element passes were picked for on this CPU."},
+     "The instruction set the core's code runs in (the best this CPU runs, unless lowered)."},
+    {"set_isa", (PyCFunction)py_set_isa, METH_O,
+     "set_isa(name): run the code of a lower instruction set (for the tests; None: the best "
+     "this CPU runs); returns the previous one."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_core",

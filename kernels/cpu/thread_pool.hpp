@@ -7,14 +7,30 @@
 // second caller that finds the pool busy runs its parts itself. Workers are detached and
 // never joined (the pool lives until the process exits), so neither interpreter shutdown nor
 // fork can block on them.
+//
+// Waiting: a thread blocked on a condition variable can take milliseconds to run again on a
+// virtual machine (its idle vCPU halts; measured here: 20 us typically, 3 ms at times), and a
+// part that starts that late runs on the caller after its own, which makes the call serial.
+// So a worker spins for kSpin after its part before it blocks (as OpenMP runtimes do; the
+// calls of a loop and the parallel parts of one call come closer together than that), and
+// the caller spins as long for the workers' parts before it blocks.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define LSTM_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define LSTM_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define LSTM_CPU_RELAX() std::this_thread::yield()
+#endif
 
 namespace lstm_cpu {
 
@@ -37,16 +53,29 @@ class ThreadPool {
             done_.store(0);
             parts_.store(n);
             next_.store(0);
-            ++generation_;
+            generation_.fetch_add(1);
         }
         start_.notify_all();
         work();
+        const auto finished = [&] { return done_.load() == parts_.load() && active_.load() == 0; };
+        spin_until(finished);
         std::unique_lock<std::mutex> lock(mutex_);
-        finished_.wait(lock, [&] { return done_.load() == parts_.load() && active_ == 0; });
+        finished_.wait(lock, finished);
         job_ = nullptr;
     }
 
   private:
+    static constexpr std::chrono::microseconds kSpin{1000};
+
+    // Spins until done() or kSpin has passed.
+    template <typename Done> static void spin_until(Done done) {
+        const auto until = std::chrono::steady_clock::now() + kSpin;
+        for (unsigned i = 1; !done(); ++i) {
+            LSTM_CPU_RELAX();
+            if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) return;
+        }
+    }
+
     void grow(int workers) {
         while (started_ < workers) {
             std::thread([this] { loop(); }).detach();
@@ -57,15 +86,19 @@ class ThreadPool {
     void loop() {
         uint64_t seen = 0;
         for (;;) {
+            const auto started = [&] { return generation_.load() != seen; };
+            spin_until(started);
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                start_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
-                ++active_;
+                start_.wait(lock, started);
+                seen = generation_.load();
+                active_.fetch_add(1);
             }
             work();
-            std::lock_guard<std::mutex> lock(mutex_);
-            --active_;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                active_.fetch_sub(1);
+            }
             finished_.notify_all();
         }
     }
@@ -83,12 +116,12 @@ class ThreadPool {
     }
 
     std::mutex busy_;   // held by the caller of run() for the whole job
-    std::mutex mutex_;  // guards generation_, active_ and the condition variables
+    std::mutex mutex_;  // orders the job's publication and active_ with the condition variables
     std::condition_variable start_, finished_;
     const std::function<void(int)>* job_ = nullptr;
     std::atomic<int> next_{0}, done_{0}, parts_{0};
-    uint64_t generation_ = 0;
-    int active_ = 0;  // workers inside work()
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> active_{0};  // workers inside work()
     int started_ = 0;
 };
 

@@ -162,7 +162,7 @@ def _settings(args, on_gpu: bool, baseline: str) -> Settings:
         repeats=args.repeats or (3 if args.quick else 10),
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
         budget_s=budget or None, seed=args.seed,
-        baseline=args.baseline or baseline)
+        baseline=args.baseline or baseline, settle_s=0.0 if args.quick else 0.25)
 
 
 def _paths_json(runners, bench) -> list[dict]:

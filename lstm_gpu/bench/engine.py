@@ -15,6 +15,7 @@ dropout after a check that its outputs are finite; the result says so.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -80,6 +81,10 @@ class Settings:
     seed: int = 0
     baseline: str = "numpy"
     tolerances: dict = field(default_factory=lambda: dict(TOLERANCES))
+    # Pause before timing a CPU path: worker threads that the previous path's library left
+    # spinning (OpenBLAS's spin for about 0.1 s after a call, OpenMP runtimes' for a while
+    # too) would otherwise take a core from the path being timed.
+    settle_s: float = 0.0
 
 
 def compare(ref: Outputs, got: Outputs, dtype: str, tolerances=None) -> Check:
@@ -187,6 +192,8 @@ class Bench:
                 prepared = runner.prepare(case, data)
                 _require_finite(prepared.fetch())
             s = self.settings
+            if runner.device == "cpu" and s.settle_s > 0:
+                time.sleep(s.settle_s)
             res.stats = measure(prepared.run, prepared.timer, repeats=s.repeats,
                                 warmup=s.warmup, budget_s=s.budget_s)
             res.status = OK

@@ -2,11 +2,15 @@
 
 `lstm_gpu._cpu_core` (kernels/cpu/, built by the package's own build when a C++ compiler is
 there) runs the whole forward and backward time loops in C++ with the GIL released: the
-element functions of kernels/lstm_cell.cuh (the CUDA kernels' own per-element code), a BLAS
-GEMM per step, and the large GEMMs (input projection, weight and input gradients) once
-outside the loop, as the CUDA kernel path does. The element passes use the widest SIMD of
-the CPU (AVX-512, AVX2+FMA or the baseline, picked when the core loads); float32 exp and
-tanh are branch-free versions that vectorise (kernels/cpu/vmath.h).
+element functions of kernels/lstm_cell.cuh (the CUDA kernels' own per-element code) and,
+per step, one product of [x_t, h_{t-1}] with the kernels [W; R], packed once per call into
+panels for the core's own register-blocked micro-kernel (kernels/cpu/packed_gemm.hpp; the
+input projection is part of it), backward the product with R^T likewise; the weight and
+input gradients are large BLAS GEMMs once after the backward loop. The core's code is
+compiled for AVX-512, AVX2+FMA and the baseline and the best the CPU runs is picked when it
+loads (`isa()`; `set_isa()` lowers it, for tests); float32 exp, sigmoid and tanh are
+branch-free versions that vectorise (kernels/cpu/vmath.h), with AVX-512 instructions of
+their own at that level (kernels/cpu/vmath_avx512.h).
 
 BLAS: cblas_sgemm / cblas_dgemm of the scipy-openblas32 wheel (a library made for linking),
 whose addresses are handed to the core when it loads, so the build needs no BLAS. OpenBLAS's
@@ -89,9 +93,23 @@ def is_available() -> bool:
     return unavailable_reason() is None
 
 
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+
+
 def isa() -> Optional[str]:
-    """The SIMD level the core picked on this CPU ("avx512", "avx2", "baseline"), or None."""
+    """The SIMD level the core runs ("avx512", "avx2", "baseline"; the best this CPU runs
+    unless set_isa() lowered it), or None."""
     return _state["core"].isa() if is_available() else None
+
+
+def set_isa(level: Optional[str]) -> str:
+    """Run the core's code for a lower SIMD level than this CPU's best (one of ISA_LEVELS;
+    None: the best again), for tests and comparisons. Returns the previous level; ValueError
+    for a level the CPU does not run."""
+    if level is not None and level not in ISA_LEVELS:
+        raise ValueError(f"Argument `level` must be one of {', '.join(ISA_LEVELS)} or None. "
+                         f"Received: level={level!r}")
+    return _core().set_isa(level)
 
 
 def _default_threads() -> int:
