@@ -254,10 +254,6 @@ def check_weight_list(weights: Any, expected: list[tuple]) -> list:
     return arrays
 
 
-def same_module(a: Any, b: Any) -> bool:
-    return array_module(a) is array_module(b)
-
-
 def check_output_gradients(d_out: Any, shapes: list, like: Any,
                            names: str | None = None) -> list:
     """The gradient of a call's output, as a list mirroring it (None entries mean zero).
