@@ -137,7 +137,7 @@ def test_returned_arrays_are_never_overwritten_by_later_calls(training):
 def test_live_records_take_slots_then_are_copied_out_and_back():
     """Three live training records of one shape: two slots, the oldest record copied out by
     the third forward and copied back for its backward; every gradient stays exact."""
-    engine, device = LoopEngine(mode=lambda: "graph"), HostDevice(np.float64)
+    engine, device = LoopEngine(mode=lambda: "graph", max_slots=2), HostDevice(np.float64)
     cs = cases(3, mask_kind="left", rec_drop=True)
     results = [fwd(engine, device, c) for c in cs]
     s = engine.snapshot()
@@ -152,6 +152,24 @@ def test_live_records_take_slots_then_are_copied_out_and_back():
             np.testing.assert_array_equal(a, b)
     s = engine.snapshot()
     assert s["record_restores"] >= 1 and s["plans"] == 2
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_a_training_loop_of_same_shape_layers_copies_no_record(layers):
+    """Each layer keeps its last record until its next call has succeeded (the layer restores
+    it after a failed call), as Bidirectional's two directions or stacked layers of one shape
+    do: their training loop must find a free slot for every forward, never copy a record."""
+    engine, device = LoopEngine(mode=lambda: "graph"), HostDevice(np.float64)
+    case = cases(1)[0]
+    records = [None] * layers
+    for _ in range(4):
+        for k in range(layers):
+            records[k] = fwd(engine, device, case).saved  # the old record dies only now
+        for record in records:
+            fused_loop.backward(device, record, *grads_for(0))
+    s = engine.snapshot()
+    assert (s["record_copies"], s["record_restores"]) == (0, 0)
+    assert s["replays"] > 0
 
 
 def test_a_dropped_record_frees_its_slot():
@@ -335,7 +353,7 @@ def test_a_record_copied_back_into_another_slot_is_ordered_after_its_copy_out():
         def before_use(self, plan):
             waited.append(plan)
 
-    engine, device = LoopEngine(mode=lambda: "graph"), Device(np.float64)
+    engine, device = LoopEngine(mode=lambda: "graph", max_slots=2), Device(np.float64)
     cs = cases(3, mask_kind="left")
     results = [fwd(engine, device, c) for c in cs]  # the third copies the first out
     first = results[0].saved

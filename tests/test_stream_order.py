@@ -346,7 +346,7 @@ def _record_copied_out_and_back(cuda, evicting):
     `evicting`, copies the first record out of its plan; the first record's backward copies
     it back into a slot (copying the second out). Checks the gradients, frees everything and
     returns the engine's counters."""
-    engine, device = LoopEngine(mode=lambda: "eager"), _kernel_loop_device(cuda)
+    engine, device = LoopEngine(mode=lambda: "eager", max_slots=2), _kernel_loop_device(cuda)
     cs = cases(3, mask_kind="left")
     first, second = fwd(engine, device, cs[0]), fwd(engine, device, cs[1])
     third = evicting(lambda: fwd(engine, device, cs[2]))

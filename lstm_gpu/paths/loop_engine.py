@@ -24,8 +24,12 @@ failed keys are remembered (bounded) and counted in ``stats["fallbacks"]``.
 Training plans have *slots*: a training call's record for backward lives in its plan's
 buffers. The record is the plan's *resident*; a later call that needs those buffers while the
 record is still alive first copies it out (`Plan.resident` is a weak reference, so a record
-nobody holds costs nothing). Up to MAX_SLOTS plans share one training key, so two live
-records of one shape (Bidirectional's two directions) do not evict each other.
+nobody holds costs nothing). Up to `max_slots` plans share one training key. A layer holds its
+last record until its next call succeeds (a failed call restores it), so k layers of one shape
+(Bidirectional's two directions, stacked layers) hold k live records while one of them runs
+the next forward: with k + 1 slots no record is copied. The default, 4, covers a stacked pair
+or a Bidirectional with a same-shape neighbour; more live records of one shape are copied
+out and back.
 
 Memory: the plans held here (at most `max_plans`, least recently used dropped first) keep
 their arrays until evicted or until `clear()`; `stats["plan_bytes"]` sums them. A dropped plan
@@ -98,12 +102,12 @@ class LoopEngine:
     """Plan cache (LRU, training slots) and the eager/capture/replay runner with counters."""
 
     GIVE_UP_AFTER = 4
-    MAX_SLOTS = 2
 
     def __init__(self, mode: Callable[[], str] = lambda: "auto", max_plans: int = 8,
-                 max_failed: int = 64):
+                 max_failed: int = 64, max_slots: int = 4):
         self.mode = mode
         self.max_plans = max_plans
+        self.max_slots = max_slots
         self.max_failed = max_failed
         self._plans: OrderedDict = OrderedDict()  # key -> list of slots (Plans)
         self._failed: OrderedDict = OrderedDict()  # (plan key, kind) -> reason
@@ -118,14 +122,14 @@ class LoopEngine:
     def plan(self, key: tuple, training: bool, create: Callable[[Plan], None],
              device: LoopDevice) -> Plan:
         """A plan for `key`: a training slot without a live record if there is one, a new
-        slot while fewer than MAX_SLOTS exist, else the least recently used slot (its record
+        slot while fewer than `max_slots` exist, else the least recently used slot (its record
         must be copied out by the caller: see `claim`)."""
         with self._lock:
             slots = self._plans.get(key)
             if slots is not None:
                 self._plans.move_to_end(key)
                 free = [p for p in slots if not training or p.resident() is None]
-                if free or len(slots) >= (self.MAX_SLOTS if training else 1):
+                if free or len(slots) >= (self.max_slots if training else 1):
                     chosen = (free or slots)[0]
                     slots.remove(chosen)
                     slots.append(chosen)  # slots are kept least recently used first
